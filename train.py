@@ -161,18 +161,19 @@ class TrainGraph(object):
             bc = self.pc.bitcost(enc.qhard, enc.symbols, self.pc.auto_pad_value(self.ae))
             bpp = bits.bitcost_to_bpp(bc, x_test)
             dist = training_helpers.distortions(x_test, x_out, ae_config, is_training=False)
-            summaries = [tf.summary.scalar('test/mse', dist.mse), tf.summary.scalar('test/psnr', dist.psnr),
-                         tf.summary.scalar('test/ms_ssim', dist.ms_ssim), tf.summary.scalar('test/bpp', bpp),
-                         tf.summary.image('test/x_in', tf.cast(x_test[:3], tf.uint8), max_outputs=3),
-                         tf.summary.image('test/x_out', tf.cast(tf.round(x_out[:3]), tf.uint8), max_outputs=3),
-                         tf.summary.histogram('test/qbar', enc.qbar[:15])]
-            if enc.heatmap is not None:
-                hm = tf.reduce_sum(enc.heatmap[:3], axis=1, keepdims=True)  # N x 1 x h x w
-                hm = tf.transpose(hm, (0, 2, 3, 1)) / float(ae_config.num_chan_bn)
-                summaries.append(tf.summary.image('test/hm', hm, max_outputs=3))
-            fetches = {'ms_ssim': dist.ms_ssim, 'psnr': dist.psnr, 'bpp': bpp,
-                       'centers': self.ae.get_centers_variable()}
-            return fetches, tf.summary.merge(summaries)
+        # summaries outside the name scope, so that their tags are test/... and not test/test/...
+        summaries = [tf.summary.scalar('test/mse', dist.mse), tf.summary.scalar('test/psnr', dist.psnr),
+                     tf.summary.scalar('test/ms_ssim', dist.ms_ssim), tf.summary.scalar('test/bpp', bpp),
+                     tf.summary.image('test/x_in', tf.cast(x_test[:3], tf.uint8), max_outputs=3),
+                     tf.summary.image('test/x_out', tf.cast(tf.round(x_out[:3]), tf.uint8), max_outputs=3),
+                     tf.summary.histogram('test/qbar', enc.qbar[:15])]
+        if enc.heatmap is not None:
+            hm = tf.reduce_sum(enc.heatmap[:3], axis=1, keepdims=True)  # N x 1 x h x w
+            hm = tf.transpose(hm, (0, 2, 3, 1)) / float(ae_config.num_chan_bn)
+            summaries.append(tf.summary.image('test/hm', hm, max_outputs=3))
+        fetches = {'ms_ssim': dist.ms_ssim, 'psnr': dist.psnr, 'bpp': bpp,
+                   'centers': self.ae.get_centers_variable()}
+        return fetches, tf.summary.merge(summaries)
 
 
 # Loop ----------------------------------------------------------------------------------------------
@@ -182,8 +183,16 @@ class _StopRequest(object):
 
     def __init__(self):
         self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, _frame):
         self.signal = signum
@@ -213,6 +222,12 @@ def _fmt_test(itr, r):
 
 
 def train(flags):
+    """Builds the graph in a fresh tf.Graph and trains. :return: the log dir"""
+    with tf.Graph().as_default(), _StopRequest() as stop:
+        return _train(flags, stop)
+
+
+def _train(flags, stop):
     ae_config, ae_rel, pc_config, pc_rel = load_configs(flags)
     data_format = flags.data_format or default_data_format()
     ds_train = inputpipeline.resolve_dataset(flags.dataset_train)
@@ -225,7 +240,6 @@ def train(flags):
     x_test = (inputpipeline.input_batch(ds_test, ae_config.crop_size, ae_config.batch_size, shuffle=True,
                                         name='test') if ds_test else None)
     g = TrainGraph(ae_config, pc_config, x_train, x_test, itr_per_epoch, data_format)
-    saver = None
 
     log_dir = make_log_dir(flags, ae_rel, pc_rel)
     save_config_copies(log_dir, ae_config, pc_config)
@@ -233,7 +247,6 @@ def train(flags):
         log_dir, ds_train.num_images, itr_per_epoch, ae_config.batch_size, data_format))
     writer = tf.summary.FileWriter(log_dir, graph=tf.get_default_graph())
     saver = saver_lib.Saver(log_dir, keep_checkpoint_every_n_hours=flags.ckpt_interval)
-    stop = _StopRequest()
     job_id = logdir_helpers.log_date_from_log_dir(log_dir)
 
     with create_session() as sess:

@@ -45,3 +45,29 @@ def write_images(directory, n, h, w, ext='png'):
         Image.fromarray(smooth_image(h, w, seed=i)).save(p)
         paths.append(p)
     return paths
+
+
+def make_model_dir(root, name='0101_1200 cvpr@low cvpr@res_shallow', seed=0, ae_overrides=None):
+    """A log dir with config copies and a checkpoint of a randomly initialized tiny model (with random
+    biases and batch-norm statistics, so that the context model is not trivially uniform)."""
+    import model_graph
+    import saver as saver_lib
+    from tf_helpers import tf
+    ae_config, pc_config = configs(ae_overrides=TINY_AE_OVERRIDES + list(ae_overrides or []),
+                                   pc_overrides=TINY_PC_OVERRIDES)
+    log_dir = os.path.join(str(root), name)
+    os.makedirs(log_dir, exist_ok=True)
+    for fname, cfg in (('ae_config', ae_config), ('pc_config', pc_config)):
+        with open(os.path.join(log_dir, fname), 'w') as f:
+            f.write(cfg.to_text())
+    rng = np.random.RandomState(seed)
+    with tf.Graph().as_default():
+        tf.set_random_seed(seed)
+        model_graph.build_inference_graph(ae_config, pc_config)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            for v in tf.global_variables():
+                if v.op.name.endswith(('biases', 'beta')):
+                    v.load(rng.uniform(-0.2, 0.2, v.shape.as_list()), sess)
+            saver_lib.Saver(log_dir).save(sess, 7)
+    return log_dir

@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Compress images to files and back with a trained model.
+
+    python codec.py encode MODEL_DIR IMAGE -o FILE [--coder fast|python] [--blocks RxC]
+    python codec.py decode FILE -o IMAGE [--model MODEL_DIR]
+
+MODEL_DIR is a training log dir (the default is the shipped middle model). The file holds a header
+(magic, version, coder, block grid, model fingerprint, image size, payload length, CRC-32) and the
+arithmetic-coded symbol volume. Decoding with another model than the one that encoded is refused.
+"""
+import argparse
+import os
+import struct
+import sys
+import time
+import zlib
+
+import numpy as np
+
+import arithmetic_coding
+import images
+import symbol_coder
+
+MAGIC = b'CPMC'  # Conditional Probability Models Codec
+VERSION = 1
+_HEADER = struct.Struct('<4sBBBB8sIIII')  # magic, version, coder, block rows, block cols, fingerprint,
+HEADER_BYTES = _HEADER.size              # height, width, payload length, crc32
+_CODER_IDS = {'fast': 0, 'python': 1}
+DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ckpts', 'default')
+
+
+class CodecError(Exception):
+    """A file that cannot be decoded, or bad arguments: reported without a traceback."""
+
+
+def symbol_volume_shape(model, height, width):
+    s = images.SUBSAMPLING
+    return model.ae_config.num_chan_bn, -(-height // s), -(-width // s)
+
+
+def encode_image(model, img, coder='fast', blocks=(1, 1)):
+    """uint8 H x W x 3 -> file bytes."""
+    h, w = img.shape[:2]
+    symbols = model.run(images.pad_to_multiple(img), model.g.symbols)[0]
+    payload = symbol_coder.encode_blocks(symbols, model.fixed_point_pc, coder, blocks)
+    header = _HEADER.pack(MAGIC, VERSION, _CODER_IDS[coder], blocks[0], blocks[1], model.fingerprint,
+                          h, w, len(payload), zlib.crc32(payload))
+    return header + payload
+
+
+def parse_header(data):
+    """:return: dict of the header fields and the payload; CodecError for anything malformed."""
+    if len(data) < HEADER_BYTES:
+        raise CodecError('Not a compressed image: {} bytes, shorter than the {}-byte header'.format(
+            len(data), HEADER_BYTES))
+    magic, version, coder_id, rows, cols, fingerprint, h, w, n, crc = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CodecError('Not a compressed image of this codec (magic {!r}, expected {!r})'.format(magic, MAGIC))
+    if version != VERSION:
+        raise CodecError('Unsupported file version {} (this codec reads version {})'.format(version, VERSION))
+    coders = {v: k for k, v in _CODER_IDS.items()}
+    if coder_id not in coders or rows < 1 or cols < 1 or h < 1 or w < 1:
+        raise CodecError('Corrupt header')
+    payload = data[HEADER_BYTES:]
+    if len(payload) != n:
+        raise CodecError('Truncated or padded file: payload has {} bytes, the header says {}'.format(
+            len(payload), n))
+    if zlib.crc32(payload) != crc:
+        raise CodecError('Corrupt file: payload checksum mismatch')
+    return dict(coder=coders[coder_id], blocks=(rows, cols), fingerprint=fingerprint, height=h, width=w,
+                payload=payload)
+
+
+def decode_symbols(model, data):
+    """file bytes -> (int64 symbols (C, h, w), header dict)."""
+    hdr = parse_header(data)
+    if hdr['fingerprint'] != model.fingerprint:
+        raise CodecError('This file was encoded with a different model (fingerprint {}, the model {} has {})'
+                         .format(hdr['fingerprint'].hex(), model.log_dir, model.fingerprint.hex()))
+    shape = symbol_volume_shape(model, hdr['height'], hdr['width'])
+    try:
+        symbols = symbol_coder.decode_blocks(hdr['payload'], shape, model.fixed_point_pc, hdr['coder'],
+                                             hdr['blocks'])
+    except ValueError as e:
+        raise CodecError('Corrupt bitstream: {}'.format(e)) from None
+    return symbols, hdr
+
+
+def decode_image(model, data):
+    """file bytes -> uint8 H x W x 3."""
+    symbols, hdr = decode_symbols(model, data)
+    x = model.decode_symbols(symbols)
+    return images.to_uint8(x[:hdr['height'], :hdr['width']])
+
+
+def _parse_blocks(text):
+    try:
+        r, c = (int(v) for v in text.lower().split('x'))
+        if r < 1 or c < 1 or r > 64 or c > 64:
+            raise ValueError
+        return r, c
+    except ValueError:
+        raise argparse.ArgumentTypeError('--blocks takes RxC with 1 <= R, C <= 64, e.g. 2x2; got {!r}'.format(text))
+
+
+def _load_model(model_dir):
+    import inference  # heavy (TensorFlow): only when needed
+    try:
+        return inference.Model(model_dir)
+    except (inference.ModelError, ValueError) as e:
+        raise CodecError('Cannot load model {}: {}'.format(model_dir, e)) from None
+
+
+def cmd_encode(flags):
+    if not os.path.isfile(flags.image):
+        raise CodecError('No such image: {}'.format(flags.image))
+    try:
+        img, note = images.load_rgb(flags.image)
+    except images.ImageError as e:
+        raise CodecError(str(e)) from None
+    if note:
+        print('Note: {}: {}'.format(flags.image, note), file=sys.stderr)
+    model = _load_model(flags.model_dir)
+    t0 = time.time()
+    data = encode_image(model, img, flags.coder, flags.blocks)
+    images.atomic_write_bytes(flags.output, data)
+    h, w = img.shape[:2]
+    print('{} -> {}: {} bytes, {:.4f} bpp, {:.2f} s'.format(flags.image, flags.output, len(data),
+                                                          8. * len(data) / (h * w), time.time() - t0))
+
+
+def cmd_decode(flags):
+    try:
+        with open(flags.file, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise CodecError('Cannot read {}: {}'.format(flags.file, e)) from None
+    parse_header(data)  # fail fast, before loading a model
+    model = _load_model(flags.model)
+    t0 = time.time()
+    img = decode_image(model, data)
+    images.save_png(flags.output, img)
+    print('{} -> {}: {}x{}, {:.2f} s'.format(flags.file, flags.output, img.shape[1], img.shape[0],
+                                             time.time() - t0))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest='command', required=True)
+    enc = sub.add_parser('encode', help='image -> compressed file')
+    enc.add_argument('model_dir', nargs='?', default=DEFAULT_MODEL_DIR,
+                     help='training log dir of the model (default: the shipped middle model)')
+    enc.add_argument('image', help='any PIL-readable image')
+    enc.add_argument('-o', '--output', required=True, help='compressed file to write')
+    enc.add_argument('--coder', choices=arithmetic_coding.CODERS, default='fast',
+                     help='fast: range coder (constriction); python: the pure-Python reference coder')
+    enc.add_argument('--blocks', type=_parse_blocks, default=(1, 1), metavar='RxC',
+                     help='code RxC tiles of the symbol volume independently, in parallel processes '
+                          '(faster on many cores, costs some rate). Default: 1x1')
+    dec = sub.add_parser('decode', help='compressed file -> PNG')
+    dec.add_argument('file')
+    dec.add_argument('-o', '--output', required=True, help='PNG to write')
+    dec.add_argument('--model', default=DEFAULT_MODEL_DIR, help='model log dir (must be the encoding model)')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    flags = parse_args(argv)
+    try:
+        (cmd_encode if flags.command == 'encode' else cmd_decode)(flags)
+    except CodecError as e:
+        print('Error: {}'.format(e), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

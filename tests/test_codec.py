@@ -1,0 +1,110 @@
+"""codec.py: exact round trips through both coders, block coding, the file format's error cases."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import codec
+import inference
+import symbol_coder
+from helpers import make_model_dir, smooth_image
+
+
+@pytest.fixture(scope='module')
+def model(tmp_path_factory):
+    m = inference.Model(make_model_dir(tmp_path_factory.mktemp('model')))
+    yield m
+    m.close()
+
+
+@pytest.mark.parametrize('coder', ['fast', 'python'])
+@pytest.mark.parametrize('h,w', [(32, 48), (37, 29)])
+def test_image_round_trip_is_exact(model, coder, h, w):
+    img = smooth_image(h, w, seed=h)
+    data = codec.encode_image(model, img, coder)
+    symbols, hdr = codec.decode_symbols(model, data)
+    expected = model.run(__import__('images').pad_to_multiple(img), model.g.symbols)[0]
+    np.testing.assert_array_equal(symbols, expected)
+    out = codec.decode_image(model, data)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert (hdr['height'], hdr['width'], hdr['coder']) == (h, w, coder)
+
+
+@pytest.mark.parametrize('coder', ['fast', 'python'])
+def test_random_volumes_round_trip(model, coder):
+    rng = np.random.RandomState(0)
+    for shape in [(8, 1, 1), (8, 3, 7), (8, 6, 5)]:
+        sym = rng.randint(0, 6, shape)
+        data = symbol_coder.encode_symbols(sym, model.fixed_point_pc, coder)
+        np.testing.assert_array_equal(symbol_coder.decode_symbols(data, shape, model.fixed_point_pc, coder), sym)
+
+
+def test_blocks_round_trip(model):
+    sym = np.random.RandomState(1).randint(0, 6, (8, 7, 9))
+    data = symbol_coder.encode_blocks(sym, model.fixed_point_pc, 'fast', (2, 3))
+    np.testing.assert_array_equal(symbol_coder.decode_blocks(data, sym.shape, model.fixed_point_pc, 'fast', (2, 3)),
+                                  sym)
+    with pytest.raises(ValueError):
+        symbol_coder.tile_slices(2, 9, (3, 1))
+
+
+def test_real_bits_close_to_ideal(model):
+    sym = np.random.RandomState(2).randint(0, 6, (8, 12, 12))
+    data = symbol_coder.encode_symbols(sym, model.fixed_point_pc, 'fast')
+    ideal = symbol_coder.ideal_bits(sym, model.fixed_point_pc)
+    assert 8 * len(data) <= ideal * 1.01 + 96
+
+
+def _encoded(model, tmp_path):
+    img = smooth_image(24, 40, seed=5)
+    return codec.encode_image(model, img)
+
+
+@pytest.mark.parametrize('mutate,message', [
+    (lambda d: d[:10], 'shorter than'),
+    (lambda d: d[:-3], 'Truncated'),
+    (lambda d: d + b'xx', 'Truncated or padded'),
+    (lambda d: b'GIF8' + d[4:], 'Not a compressed image'),
+    (lambda d: d[:4] + bytes([99]) + d[5:], 'version'),
+    (lambda d: d[:-1] + bytes([d[-1] ^ 0x55]), 'checksum'),
+])
+def test_bad_files_are_rejected(model, tmp_path, mutate, message):
+    data = mutate(_encoded(model, tmp_path))
+    with pytest.raises(codec.CodecError, match=message):
+        codec.decode_image(model, data)
+
+
+def test_other_model_is_refused(model, tmp_path):
+    data = _encoded(model, tmp_path)
+    other = inference.Model(make_model_dir(tmp_path, seed=1))
+    try:
+        assert other.fingerprint != model.fingerprint
+        with pytest.raises(codec.CodecError, match='different model'):
+            codec.decode_image(other, data)
+    finally:
+        other.close()
+
+
+def test_cli_round_trip_and_errors(model, tmp_path, capsys):
+    img_path = os.path.join(str(tmp_path), 'in.png')
+    Image.fromarray(smooth_image(30, 44, seed=3)).convert('L').save(img_path)  # grayscale input
+    f = os.path.join(str(tmp_path), 'x.cpm')
+    out = os.path.join(str(tmp_path), 'out.png')
+    assert codec.main(['encode', model.log_dir, img_path, '-o', f]) == 0
+    assert 'grayscale' in capsys.readouterr().err
+    assert codec.main(['decode', f, '-o', out, '--model', model.log_dir]) == 0
+    assert np.asarray(Image.open(out)).shape == (30, 44, 3)
+    # a corrupt file: clear error, non-zero exit, no output written
+    with open(f, 'rb') as fh:
+        data = fh.read()
+    bad = os.path.join(str(tmp_path), 'bad.cpm')
+    with open(bad, 'wb') as fh:
+        fh.write(data[:len(data) // 2])
+    out2 = os.path.join(str(tmp_path), 'out2.png')
+    assert codec.main(['decode', bad, '-o', out2, '--model', model.log_dir]) == 1
+    err = capsys.readouterr().err
+    assert 'Error:' in err and 'Traceback' not in err and not os.path.exists(out2)
+    assert codec.main(['encode', model.log_dir, os.path.join(str(tmp_path), 'nope.png'), '-o', f]) == 1
+    assert codec.main(['decode', f, '-o', out2, '--model', os.path.join(str(tmp_path), 'nomodel')]) == 1
+    assert 'Cannot load model' in capsys.readouterr().err

@@ -1,0 +1,113 @@
+"""train.py end to end on generated images with a tiny model: steps, checkpoints, events, restore,
+all three distortions, over-fitting one batch, NaN handling and clear errors."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+import config_parser
+import saver as saver_lib
+import train
+import training_helpers
+from helpers import ROOT, TINY_AE_OVERRIDES, TINY_PC_OVERRIDES, tiny_configs, write_images
+from tf_helpers import tf
+
+AE = os.path.join(ROOT, 'ae_configs', 'cvpr', 'low')
+PC = os.path.join(ROOT, 'pc_configs', 'cvpr', 'res_shallow')
+
+
+def _args(tmp_path, *extra, overrides=()):
+    imgs = os.path.join(str(tmp_path), 'imgs')
+    if not os.path.isdir(imgs):
+        write_images(imgs, 5, 40, 48)
+    args = [AE, PC, '--dataset_train', os.path.join(imgs, '*'), '--dataset_test', os.path.join(imgs, '*'),
+            '--log_dir_root', os.path.join(str(tmp_path), 'logs'), '-ltrain', '2', '-ltest', '3', '-lsave', '3']
+    for o in TINY_AE_OVERRIDES + list(overrides):
+        args += ['-co', o]
+    for o in TINY_PC_OVERRIDES:
+        args += ['-pco', o]
+    return args + list(extra)
+
+
+def _only_log_dir(tmp_path):
+    dirs = [d for d in glob.glob(os.path.join(str(tmp_path), 'logs', '*')) if os.path.isdir(d)]
+    return dirs
+
+
+def test_train_steps_checkpoint_events_and_restore(tmp_path, capsys):
+    assert train.main(_args(tmp_path, '--max_steps', '4')) == 0
+    out = capsys.readouterr().out
+    assert '2: loss=' in out and '4: loss=' in out and 'test ms_ssim=' in out
+    (log_dir,) = _only_log_dir(tmp_path)
+    assert os.path.basename(log_dir).endswith(' cvpr@low cvpr@res_shallow')
+    ckpt_dir = os.path.join(log_dir, 'ckpts')
+    assert saver_lib.all_ckpt_steps(ckpt_dir) == [4]  # max_to_keep=1: step 3 was replaced
+    assert os.path.exists(os.path.join(ckpt_dir, 'var_names.pkl'))
+    assert glob.glob(os.path.join(log_dir, 'events.out.tfevents.*'))
+    # the resolved configs are saved and parse back to what was trained
+    ae_copy, _ = config_parser.parse(os.path.join(log_dir, 'ae_config'))
+    assert ae_copy.arch_param_n == 16 and ae_copy.H_target == 0.4
+    tags = {v.tag for e in tf.train.summary_iterator(glob.glob(os.path.join(log_dir, 'events.*'))[0])
+            for v in e.summary.value}
+    assert {'train/bpp', 'train/ms_ssim', 'train/PC_loss/H_real', 'test/ms_ssim', 'centers'} <= tags
+    for image_tag in ('test/x_in', 'test/x_out', 'test/hm'):  # images are tagged <name>/image/<i>
+        assert any(t.startswith(image_tag + '/image') for t in tags), tags
+
+    # --restore continues at the saved step, into a new log dir marked RESTORE
+    assert train.main(_args(tmp_path, '--max_steps', '6', '--restore', log_dir)) == 0
+    out = capsys.readouterr().out
+    assert 'Restored' in out and '5: loss=' in out and '\n1: loss=' not in out
+    restored_dirs = [d for d in _only_log_dir(tmp_path) if 'RESTORE@' in d]
+    assert len(restored_dirs) == 1
+    assert saver_lib.all_ckpt_steps(os.path.join(restored_dirs[0], 'ckpts')) == [6]
+
+
+@pytest.mark.parametrize('distortion', ['mse', 'psnr'])
+def test_mse_and_psnr_train(tmp_path, distortion, capsys):
+    """The original crashed for these (its loggers assumed MS-SSIM)."""
+    args = _args(tmp_path, '--max_steps', '2', overrides=['distortion_to_minimize={}'.format(distortion)])
+    assert train.main(args) == 0
+    assert '2: loss=' in capsys.readouterr().out
+
+
+def test_loss_goes_down_when_overfitting_one_batch():
+    ae_config, pc_config = tiny_configs()
+    ae_config = config_parser.apply_overrides(ae_config, ['lr_initial=1e-3', 'lr_schedule=FIXED'])
+    pc_config = config_parser.apply_overrides(pc_config, ['lr_initial=1e-3', 'lr_schedule=FIXED'])
+    from helpers import smooth_image
+    batch = np.stack([smooth_image(32, 32, seed=s) for s in range(2)]).astype(np.float32)
+    with tf.Graph().as_default():
+        tf.set_random_seed(1)
+        g = train.TrainGraph(ae_config, pc_config, tf.constant(batch), None, 10, None)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            losses = [sess.run([g.train_op, g.total_loss])[1] for _ in range(40)]
+    assert np.all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_nan_loss_stops_with_message(tmp_path, capsys):
+    args = _args(tmp_path, '--max_steps', '30', overrides=['lr_initial=1e12', 'lr_schedule=FIXED'])
+    assert train.main(args) == 1
+    err = capsys.readouterr().err
+    assert 'Loss is' in err and 'stopping' in err
+
+
+def test_bad_config_and_dataset_are_clear_errors(tmp_path, capsys):
+    assert train.main(_args(tmp_path, '--max_steps', '1', overrides=['optimizer=RMSPROP'])) == 1
+    assert 'optimizer' in capsys.readouterr().err
+    args = _args(tmp_path, '--max_steps', '1')
+    args[args.index('--dataset_train') + 1] = os.path.join(str(tmp_path), 'nothing', '*.png')
+    assert train.main(args) == 1
+    assert 'nothing' in capsys.readouterr().err
+
+
+def test_lr_schedule_staircase():
+    ae_config, _ = tiny_configs()
+    cfg = config_parser.apply_overrides(ae_config, ['lr_initial=1.0', 'lr_schedule_decay_interval=2'])
+    with tf.Graph().as_default(), tf.Session() as sess:
+        step = tf.placeholder(tf.int64, [])
+        lr = training_helpers.learning_rate(cfg, step, iterations_per_epoch=5)
+        got = [sess.run(lr, {step: s}) for s in (0, 9, 10, 19, 20)]
+    np.testing.assert_allclose(got, [1, 1, 0.1, 0.1, 0.01], rtol=1e-6)
