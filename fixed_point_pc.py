@@ -84,9 +84,21 @@ class FixedPointContextModel(object):
 
     # Single layer -------------------------------------------------------------------------------------
 
-    def _apply(self, layer, patches, residual_values):
-        """patches: (n, n_taps * in) integer inputs at scale 2**F -> (n, out) outputs at scale 2**F."""
-        acc = patches @ layer.weights + layer.bias  # exact integers at scale 2**(2F)
+    def _apply(self, li, src, idx, offsets, residual_values):
+        """Layer li at the flat positions idx, reading src (positions, in) at idx + tap offsets.
+
+        :return: (n, out) outputs at scale 2**F
+        """
+        layer = self.layers[li]
+        n_in = src.shape[1]
+        if n_in == 1:  # one matrix product over all taps
+            acc = src[idx[:, None] + offsets[None, :], 0] @ layer.weights
+        else:  # a product per tap: small single-threaded BLAS calls beat one big threaded one here
+            w = layer.weights.reshape(len(offsets), n_in, -1)
+            acc = src[idx + offsets[0]] @ w[0]
+            for t in range(1, len(offsets)):
+                acc += src[idx + offsets[t]] @ w[t]
+        acc += layer.bias  # exact integers at scale 2**(2F), whatever the order of the sums
         out = np.floor(acc * (1. / 2. ** FRAC_BITS))  # exact: power-of-two scaling, then floor
         if residual_values is not None:
             out += residual_values
@@ -107,19 +119,20 @@ class FixedPointContextModel(object):
         outputs = []
         for li, layer in enumerate(self.layers):
             idx = grid.layer_indices(li)  # all positions of this layer's domain
-            out = self._eval_positions(layer, vol, grid, idx, outputs)
+            out = self._eval_positions(li, vol, grid, idx, outputs)
             vol = grid.empty(out.shape[-1])
             vol[idx] = out
             outputs.append(vol)
         return vol.reshape(grid.shape + (self.L,))[grid.volume_slices]
 
-    def _eval_positions(self, layer, vol, grid, idx, outputs, chunk=65536):
+    def _eval_positions(self, li, vol, grid, idx, outputs, chunk=16384):
+        layer = self.layers[li]
+        offsets = grid.tap_offsets(layer.taps)
         out = []
         for s in range(0, len(idx), chunk):
             part = idx[s:s + chunk]
-            patches = vol[part[:, None] + grid.tap_offsets(layer.taps)[None, :]].reshape(len(part), -1)
             res = outputs[layer.residual][part] if layer.residual is not None else None
-            out.append(self._apply(layer, patches, res))
+            out.append(self._apply(li, vol, part, offsets, res))
         return np.concatenate(out) if out else np.zeros((0, layer.weights.shape[1]))
 
     # Wavefronts (decoder) ---------------------------------------------------------------------------
@@ -146,9 +159,8 @@ class FixedPointContextModel(object):
                 if idx is None:
                     continue
                 src = vol if li == 0 else vols[li - 1]
-                patches = src[idx[:, None] + offsets[li][None, :]].reshape(len(idx), -1)
                 res = vols[layer.residual][idx] if layer.residual is not None else None
-                vols[li][idx] = self._apply(layer, patches, res)
+                vols[li][idx] = self._apply(li, src, idx, offsets[li], res)
             pos = sym_waves.get(t)
             if pos is None:
                 continue

@@ -297,6 +297,18 @@ def _check_manifest(out_dir, prefix, manifest, num_records):
     os.replace(path + TMP_SUFFIX, path)
 
 
+def _append_new_lines(path, lines):
+    """Appends those of `lines` that `path` does not hold yet (a redone record repeats its skips)."""
+    have = set()
+    if os.path.exists(path):
+        with open(path) as f:
+            have = set(f)
+    new = [line for line in lines if line not in have]
+    if new:
+        with open(path, 'a') as f:
+            f.write(''.join(new))
+
+
 def _make_example_fn(feature_key):
     from tf_helpers import tf  # TensorFlow only in the main process, and only if there is work
 
@@ -327,17 +339,16 @@ def write_records(items, out_dir, prefix, per_record, shorter_side=None, quality
     items = order_inputs(items, order, seed)
     num_records = (len(items) + per_record - 1) // per_record
     os.makedirs(out_dir, exist_ok=True)
+    names = '\n'.join(item.name for item in items).encode('utf-8', 'surrogateescape')
     manifest = {'version': _MANIFEST_VERSION, 'prefix': prefix, 'feature_key': feature_key,
                 'per_record': per_record, 'shorter_side': shorter_side, 'quality': quality, 'order': order,
                 'seed': seed if order == 'shuffled' else None, 'num_inputs': len(items),
-                'num_records': num_records,
-                'inputs_sha1': hashlib.sha1('\n'.join(item.name for item in items).encode('utf-8',
-                                                                                          'surrogateescape')).hexdigest()}
+                'num_records': num_records, 'inputs_sha1': hashlib.sha1(names).hexdigest()}
     _check_manifest(out_dir, prefix, manifest, num_records)
 
     mine = [k for k in range(num_records) if k % num_shards == shard]
     pending = [k for k in mine if not os.path.exists(record_path(out_dir, prefix, k))]
-    for k in pending:  # left over by an interrupted run of this shard
+    for k in mine:  # left over by an interrupted run of this shard
         if os.path.exists(record_path(out_dir, prefix, k) + TMP_SUFFIX):
             os.remove(record_path(out_dir, prefix, k) + TMP_SUFFIX)
     ranges = [(k, k * per_record, min((k + 1) * per_record, len(items))) for k in pending]
@@ -377,9 +388,8 @@ def write_records(items, out_dir, prefix, per_record, shorter_side=None, quality
                             else:
                                 writer.write(to_example(data))
                             bar.update(1)
-                    if skipped_lines:  # before the rename: an interrupted run may repeat, never lose, lines
-                        with open(skipped_path, 'a') as f:
-                            f.write(''.join(skipped_lines))
+                    if skipped_lines:  # before the rename, so that an interrupted run loses no line
+                        _append_new_lines(skipped_path, skipped_lines)
                     os.replace(path + TMP_SUFFIX, path)
                     written += hi - lo - len(skipped_lines)
                     skipped += len(skipped_lines)

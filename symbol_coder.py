@@ -5,12 +5,26 @@ order (fixed_point_pc.wave_order); the decoder rebuilds the same tables wave by 
 come from the integer logits through arithmetic_coding.freqs_from_int_logits on both sides, so they are
 bit-identical.
 """
+import functools
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import arithmetic_coding
 import fixed_point_pc
 
 
+def _single_threaded_blas(fn):
+    """The context model's products are small: BLAS threads cost more than they bring (measured in
+    bench/codec_speed.py), and block-parallel coding uses processes instead."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api='blas'):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_single_threaded_blas
 def encode_symbols(symbols, model, coder='fast'):
     """:param symbols: int (C, h, w). :param model: FixedPointContextModel. :return: bytes"""
     logits, ordered = model.logits_in_wave_order(np.asarray(symbols))
@@ -18,6 +32,7 @@ def encode_symbols(symbols, model, coder='fast'):
     return arithmetic_coding.get_coder(coder).encode(ordered, freqs)
 
 
+@_single_threaded_blas
 def decode_symbols(data, shape, model, coder='fast'):
     """Inverse of encode_symbols. :return: int64 (C, h, w). Raises ValueError on corrupt data."""
     decoder = arithmetic_coding.get_coder(coder).Decoder(data)

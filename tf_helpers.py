@@ -73,8 +73,14 @@ def to_nchw(x, data_format):
     return x if data_format == 'NCHW' else tf.transpose(x, (0, 3, 1, 2))
 
 
-def create_session(graph=None):
-    """A session that grows GPU memory as needed and falls back to the CPU for ops without a GPU kernel."""
+def create_session(graph=None, num_threads=None):
+    """A session that grows GPU memory as needed and falls back to the CPU for ops without a GPU kernel.
+
+    :param num_threads: CPU threads for TF's ops (None: one per core)
+    """
     config = tf.ConfigProto(allow_soft_placement=True)
+    if num_threads:
+        config.intra_op_parallelism_threads = num_threads
+        config.inter_op_parallelism_threads = num_threads
     config.gpu_options.allow_growth = True
     return tf.Session(graph=graph, config=config)

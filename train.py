@@ -72,6 +72,9 @@ def parse_args(argv=None):
     p.add_argument('--data_format', choices=['NCHW', 'NHWC'], default=None,
                    help='force the conv data format (default: NCHW on GPU, NHWC on CPU)')
     p.add_argument('--seed', type=int, default=GRAPH_SEED, help='graph-level random seed')
+    p.add_argument('--num_threads', type=int, default=None,
+                   help='CPU threads for TensorFlow (default: one per core); e.g. 1 per run when '
+                        'several runs share a machine')
     return p.parse_args(argv)
 
 
@@ -249,7 +252,7 @@ def _train(flags, stop):
     saver = saver_lib.Saver(log_dir, keep_checkpoint_every_n_hours=flags.ckpt_interval)
     job_id = logdir_helpers.log_date_from_log_dir(log_dir)
 
-    with create_session() as sess:
+    with create_session(num_threads=flags.num_threads) as sess:
         restored = restore_or_init(sess, flags)
         itr = sess.run(g.global_step)
         if flags.max_steps is not None and itr >= flags.max_steps:
