@@ -141,6 +141,10 @@ class TrainGraph(object):
         self.lr_pc = training_helpers.learning_rate(pc_config, self.global_step, iterations_per_epoch)
         self.train_op = training_helpers.create_train_op(self.total_loss, ae_vars, pc_vars, self.lr_ae,
                                                          self.lr_pc, ae_config, pc_config, self.global_step)
+        # the step count after this step's update (fetching global_step next to the train op may give
+        # either value)
+        with tf.control_dependencies([self.train_op]):
+            self.step_after_train = tf.identity(self.global_step.read_value())
         self.train_summaries = self._train_summaries()
         self.test_fetches, self.test_summaries = self._test_branch(x_test, ae_config) \
             if x_test is not None else (None, None)
@@ -260,13 +264,18 @@ def _train(flags, stop):
             return log_dir
         last_saved = itr if restored else None
         step_times = []
-        fetches = {'train': g.train_op, 'itr': g.global_step, 'loss': g.total_loss}
+        fetches = {'itr': g.step_after_train, 'loss': g.total_loss}
         log_fetches = {'summary': g.train_summaries, 'ms_ssim': g.dist_train.ms_ssim, 'bpp': g.bpp_train,
                        'H_real': g.rate.H_real}
         while True:
             want_log = restored is not None or (itr + 1) % flags.log_interval_train == 0
             t0 = time.time()
-            r = sess.run(dict(fetches, **(log_fetches if want_log else {})))
+            try:
+                r = sess.run(dict(fetches, **(log_fetches if want_log else {})))
+            except tf.errors.InvalidArgumentError as e:
+                if 'nan' not in e.message.lower():
+                    raise
+                r = {'itr': itr + 1, 'loss': float('nan')}  # a summary op refused NaN values
             step_times.append(time.time() - t0)
             itr = r['itr']
             if not np.isfinite(r['loss']):

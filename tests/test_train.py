@@ -111,3 +111,29 @@ def test_lr_schedule_staircase():
         lr = training_helpers.learning_rate(cfg, step, iterations_per_epoch=5)
         got = [sess.run(lr, {step: s}) for s in (0, 9, 10, 19, 20)]
     np.testing.assert_allclose(got, [1, 1, 0.1, 0.1, 0.01], rtol=1e-6)
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path):
+    """SIGTERM (like Ctrl-C) ends training with a checkpoint of the last step."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    args = [sys.executable, os.path.join(ROOT, 'train.py')] + _args(tmp_path, '-ltrain', '1', '-lsave', '1000',
+                                                                      '-ltest', '-1')
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        for line in proc.stdout:  # wait until training runs
+            if ': loss=' in line:
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert 'Got signal' in out
+    (log_dir,) = _only_log_dir(tmp_path)
+    steps = saver_lib.all_ckpt_steps(os.path.join(log_dir, 'ckpts'))
+    assert len(steps) == 1 and steps[0] >= 1
