@@ -18,7 +18,9 @@ the decoder evaluates wave after wave: the four layers at all positions with ind
 border too), then decodes the symbols of wave T. Each activation is computed exactly once, as in the
 encoder's single pass. tests/test_fixed_point_pc.py checks that claim against the receptive field.
 """
+import os
 from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -125,15 +127,21 @@ class FixedPointContextModel(object):
             outputs.append(vol)
         return vol.reshape(grid.shape + (self.L,))[grid.volume_slices]
 
-    def _eval_positions(self, li, vol, grid, idx, outputs, chunk=16384):
+    def _eval_positions(self, li, vol, grid, idx, outputs, chunk=4096):
+        """Layer li at all positions idx, in chunks spread over the cores (numpy's products and gathers
+        release the GIL; each chunk's result is exact, so the split does not matter)."""
         layer = self.layers[li]
         offsets = grid.tap_offsets(layer.taps)
-        out = []
-        for s in range(0, len(idx), chunk):
+
+        def run(s):
             part = idx[s:s + chunk]
             res = outputs[layer.residual][part] if layer.residual is not None else None
-            out.append(self._apply(li, vol, part, offsets, res))
-        return np.concatenate(out) if out else np.zeros((0, layer.weights.shape[1]))
+            return self._apply(li, vol, part, offsets, res)
+
+        starts = range(0, len(idx), chunk)
+        if len(starts) <= 1:
+            return run(0)
+        return np.concatenate(list(_thread_pool().map(run, starts)))
 
     # Wavefronts (decoder) ---------------------------------------------------------------------------
 
@@ -184,6 +192,17 @@ def wave_order(shape):
     t = WAVE_COEFFS[0] * c + WAVE_COEFFS[1] * y + x
     order = np.lexsort((x.ravel(), y.ravel(), c.ravel(), t.ravel()))
     return tuple(a.ravel()[order] for a in (c, y, x))
+
+
+_POOL = []
+# a forked child (block-parallel coding) inherits the pool object but not its threads
+os.register_at_fork(after_in_child=_POOL.clear)
+
+
+def _thread_pool():
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=os.cpu_count() or 1))
+    return _POOL[0]
 
 
 class _Grid(object):

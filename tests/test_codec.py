@@ -41,9 +41,12 @@ def test_random_volumes_round_trip(model, coder):
 
 
 def test_blocks_round_trip(model):
-    sym = np.random.RandomState(1).randint(0, 6, (8, 7, 9))
-    data = symbol_coder.encode_blocks(sym, model.fixed_point_pc, 'fast', (2, 3))
-    np.testing.assert_array_equal(symbol_coder.decode_blocks(data, sym.shape, model.fixed_point_pc, 'fast', (2, 3)),
+    # a one-pass evaluation large enough to start the parent's thread pool first: forked block
+    # workers must not inherit it (they would wait forever on its threads)
+    model.fixed_point_pc.logits(np.zeros((8, 24, 24), np.int64))
+    sym = np.random.RandomState(1).randint(0, 6, (8, 40, 41))  # tiles big enough to use the pool
+    data = symbol_coder.encode_blocks(sym, model.fixed_point_pc, "fast", (2, 2))
+    np.testing.assert_array_equal(symbol_coder.decode_blocks(data, sym.shape, model.fixed_point_pc, "fast", (2, 2)),
                                   sym)
     with pytest.raises(ValueError):
         symbol_coder.tile_slices(2, 9, (3, 1))
