@@ -9,6 +9,7 @@ MODEL_DIR is a training log dir (the default is the shipped middle model). The f
 arithmetic-coded symbol volume. Decoding with another model than the one that encoded is refused.
 """
 import argparse
+import glob
 import os
 import struct
 import sys
@@ -26,7 +27,13 @@ VERSION = 1
 _HEADER = struct.Struct('<4sBBBB8sIIII')  # magic, version, coder, block rows, block cols, fingerprint,
 HEADER_BYTES = _HEADER.size              # height, width, payload length, crc32
 _CODER_IDS = {'fast': 0, 'python': 1}
-DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ckpts', 'default')
+SHIPPED_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ckpts')
+
+
+def default_model_dir():
+    """The shipped middle-rate model (ckpts/<job id> cpu@med ...)."""
+    matches = sorted(glob.glob(os.path.join(glob.escape(SHIPPED_MODELS), '* cpu@med *')))
+    return matches[-1] if matches else os.path.join(SHIPPED_MODELS, '<no shipped cpu@med model>')
 
 
 class CodecError(Exception):
@@ -148,7 +155,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', required=True)
     enc = sub.add_parser('encode', help='image -> compressed file')
-    enc.add_argument('model_dir', nargs='?', default=DEFAULT_MODEL_DIR,
+    enc.add_argument('model_dir', nargs='?', default=None,
                      help='training log dir of the model (default: the shipped middle model)')
     enc.add_argument('image', help='any PIL-readable image')
     enc.add_argument('-o', '--output', required=True, help='compressed file to write')
@@ -160,8 +167,14 @@ def parse_args(argv):
     dec = sub.add_parser('decode', help='compressed file -> PNG')
     dec.add_argument('file')
     dec.add_argument('-o', '--output', required=True, help='PNG to write')
-    dec.add_argument('--model', default=DEFAULT_MODEL_DIR, help='model log dir (must be the encoding model)')
-    return p.parse_args(argv)
+    dec.add_argument('--model', default=None,
+                     help='model log dir (must be the encoding model; default: the shipped middle model)')
+    flags = p.parse_args(argv)
+    if flags.command == 'encode' and flags.model_dir is None:
+        flags.model_dir = default_model_dir()
+    if flags.command == 'decode' and flags.model is None:
+        flags.model = default_model_dir()
+    return flags
 
 
 def main(argv=None):
