@@ -40,7 +40,7 @@ class FixedPointContextModel(object):
     """Integer-exact evaluation of the trained res_shallow context model.
 
     :param weights: list of four (2, 3, 3, in, out) float arrays (unmasked, as stored in checkpoints),
-        in the order of probclass.ResShallow.LAYERS
+        in the order of probclass.ResShallow.LAYER_SCOPES
     :param biases: list of four (out,) float arrays
     :param centers: (L,) float array; symbol s enters the network as centers[s]
     :param pad_value: value of the border (centers[0] with use_centers_for_padding, else 0)
@@ -69,7 +69,7 @@ class FixedPointContextModel(object):
     def from_session(sess, pc, centers_value, pad_value):
         """Reads the variables of a probclass.ResShallow built in sess's graph."""
         by_name = {v.op.name: v for v in pc.variables()}
-        names = [probclass.SCOPE + '/logits/' + scope for scope, _, _ in probclass.ResShallow.LAYERS]
+        names = [probclass.SCOPE + '/logits/' + scope for scope in probclass.ResShallow.LAYER_SCOPES]
         values = sess.run({n: (by_name[n + '/weights'], by_name[n + '/biases']) for n in names})
         return FixedPointContextModel([values[n][0] for n in names], [values[n][1] for n in names],
                                       centers_value, pad_value, pc.kernel_size)
@@ -119,7 +119,7 @@ class FixedPointContextModel(object):
         grid = _Grid(symbols.shape)
         vol = grid.input_volume(symbols, self.center_values, self.pad_q)
         outputs = []
-        for li, layer in enumerate(self.layers):
+        for li in range(len(self.layers)):
             idx = grid.layer_indices(li)  # all positions of this layer's domain
             out = self._eval_positions(li, vol, grid, idx, outputs)
             vol = grid.empty(out.shape[-1])

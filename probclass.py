@@ -56,11 +56,8 @@ class ResShallow(object):
     conv3d_conv2_mask}/{weights [D, H, W, in, out], biases [out]}.
     """
     NUM_LAYERS = 4
-    # (scope, mask kind, activation) in evaluation order; 'res' marks where the skip is added.
-    LAYERS = (('conv3d_conv0_mask', 'first', True),
-              ('res1/conv3d_conv1_mask', 'other', True),
-              ('res1/conv3d_conv2_mask', 'other', False),
-              ('conv3d_conv2_mask', 'other', True))
+    # Variable scopes of the four layers in evaluation order (fixed_point_pc reads them in this order).
+    LAYER_SCOPES = ('conv3d_conv0_mask', 'res1/conv3d_conv1_mask', 'res1/conv3d_conv2_mask', 'conv3d_conv2_mask')
 
     def __init__(self, pc_config, num_centers):
         self.config = pc_config
