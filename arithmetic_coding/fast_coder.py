@@ -39,7 +39,7 @@ explicit checksum.
 import numpy as np
 import constriction
 
-from .freqs import PRECISION_BITS, validate_freqs
+from .freqs import PRECISION_BITS, check_stream, validate_freqs
 
 _SCALE = float(1 << PRECISION_BITS)
 _MODEL_FAMILY = constriction.stream.model.Categorical(perfect=False)
@@ -55,19 +55,9 @@ def _probabilities(freqs):
 
 def encode(symbols, freqs):
     """Encode ``symbols`` (N,) with frequency rows ``freqs`` (N, L) -> bytes."""
-    sym = np.asarray(symbols)
-    if sym.ndim != 1:
-        raise ValueError(f"symbols must have shape (N,), got {sym.shape}")
-    f = np.asarray(freqs)
-    if f.ndim != 2 or f.shape[0] != sym.shape[0]:
-        raise ValueError(f"freqs must have shape (N, L) = ({sym.shape[0]}, L), got {f.shape}")
+    sym, f = check_stream(symbols, freqs)
     if sym.size == 0:
         return b""
-    if not np.issubdtype(sym.dtype, np.integer):
-        raise ValueError(f"symbols must be integers, got dtype {sym.dtype}")
-    L = f.shape[1]
-    if sym.min() < 0 or sym.max() >= L:
-        raise ValueError(f"symbols must be in [0, {L})")
     probs = _probabilities(f)
     encoder = constriction.stream.queue.RangeEncoder()
     encoder.encode(np.ascontiguousarray(sym, dtype=np.int32), _MODEL_FAMILY, probs)

@@ -213,3 +213,22 @@ def validate_freqs(freqs, precision_bits=PRECISION_BITS):
     if np.any(sums != (1 << precision_bits)):
         bad = sums[sums != (1 << precision_bits)].ravel()[0]
         raise ValueError(f"freqs: every row must sum to 2**{precision_bits} = {1 << precision_bits}, found {bad}")
+
+
+def check_stream(symbols, freqs):
+    """Checks the arguments of a coder's encode(): symbols (N,) integers in [0, L), freqs (N, L).
+
+    :return: (symbols as int64, freqs as an array)
+    """
+    sym = np.asarray(symbols)
+    if sym.ndim != 1:
+        raise ValueError(f"symbols must have shape (N,), got {sym.shape}")
+    f = np.asarray(freqs)
+    if f.ndim != 2 or f.shape[0] != sym.shape[0]:
+        raise ValueError(f"freqs must have shape (N, L) = ({sym.shape[0]}, L), got {f.shape}")
+    if sym.size and not np.issubdtype(sym.dtype, np.integer):
+        raise ValueError(f"symbols must be integers, got dtype {sym.dtype}")
+    sym = sym.astype(np.int64)
+    if sym.size and (sym.min() < 0 or sym.max() >= f.shape[1]):
+        raise ValueError(f"symbols must be in [0, {f.shape[1]})")
+    return sym, f

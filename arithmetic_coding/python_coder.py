@@ -58,6 +58,8 @@ from bisect import bisect_right
 
 import numpy as np
 
+from .freqs import check_stream
+
 STATE_BITS = 32
 FULL = (1 << STATE_BITS) - 1  # 0xFFFFFFFF, also the initial ``high``
 HALF = 1 << (STATE_BITS - 1)
@@ -97,21 +99,10 @@ def encode(symbols, freqs):
 
     Returns the compressed bytes.
     """
-    sym = np.asarray(symbols)
-    if sym.ndim != 1:
-        raise ValueError(f"symbols must have shape (N,), got {sym.shape}")
-    f = np.asarray(freqs)
-    if f.ndim != 2 or f.shape[0] != sym.shape[0]:
-        raise ValueError(f"freqs must have shape (N, L) = ({sym.shape[0]}, L), got {f.shape}")
-    if sym.size and not np.issubdtype(sym.dtype, np.integer):
-        raise ValueError(f"symbols must be integers, got dtype {sym.dtype}")
+    sym, f = check_stream(symbols, freqs)
     cum, totals, L = _prepare_tables(f)
-    sym = sym.astype(np.int64)
-    if sym.size:
-        if sym.min() < 0 or sym.max() >= L:
-            raise ValueError(f"symbols must be in [0, {L})")
-        if np.any(np.take_along_axis(f.astype(np.int64), sym[:, None], 1) < 1):
-            raise ValueError("a symbol to encode has frequency 0")
+    if sym.size and np.any(np.take_along_axis(f.astype(np.int64), sym[:, None], 1) < 1):
+        raise ValueError("a symbol to encode has frequency 0")
 
     out = bytearray()
     acc = 0  # bits collected for the current output byte (MSB-first)
