@@ -222,6 +222,21 @@ def restore_or_init(sess, flags):
     return 'Restored'
 
 
+def _run_or_nan(sess, fetches, itr):
+    """sess.run, except that a summary op refusing NaN values (diverged weights) gives
+    {'itr': itr, 'loss': nan} instead of an exception."""
+    try:
+        return sess.run(fetches)
+    except tf.errors.InvalidArgumentError as e:
+        if 'nan' not in e.message.lower():
+            raise
+        return {'itr': itr, 'loss': float('nan')}
+
+
+def _describe_ckpt(step, saver):
+    return 'step {} in {}'.format(step, saver.ckpt_dir) if step is not None else 'none (no checkpoint was written yet)'
+
+
 def _fmt_test(itr, r):
     centers = np.array2string(np.asarray(r['centers']), precision=3, separator=', ')
     return '{}: test ms_ssim={:.4f}, psnr={:.2f}, bpp={:.4f}, centers={}'.format(
@@ -270,18 +285,12 @@ def _train(flags, stop):
         while True:
             want_log = restored is not None or (itr + 1) % flags.log_interval_train == 0
             t0 = time.time()
-            try:
-                r = sess.run(dict(fetches, **(log_fetches if want_log else {})))
-            except tf.errors.InvalidArgumentError as e:
-                if 'nan' not in e.message.lower():
-                    raise
-                r = {'itr': itr + 1, 'loss': float('nan')}  # a summary op refused NaN values
+            r = _run_or_nan(sess, dict(fetches, **(log_fetches if want_log else {})), itr + 1)
             step_times.append(time.time() - t0)
             itr = r['itr']
             if not np.isfinite(r['loss']):
                 raise TrainingError('Loss is {} at step {}; stopping. The last good checkpoint is {}'.format(
-                    r['loss'], itr, 'step {} in {}'.format(last_saved, saver.ckpt_dir) if last_saved is not None
-                    else 'none (no checkpoint was written yet)'))
+                    r['loss'], itr, _describe_ckpt(last_saved, saver)))
             if want_log:
                 writer.add_summary(r['summary'], itr)
                 imgs_per_s = ae_config.batch_size / np.mean(step_times)
@@ -291,7 +300,11 @@ def _train(flags, stop):
                 step_times = []
             done = flags.max_steps is not None and itr >= flags.max_steps
             if g.test_fetches is not None and (itr % flags.log_interval_test == 0 or restored or done):
-                tr = sess.run(dict(g.test_fetches, summary=g.test_summaries))
+                tr = _run_or_nan(sess, dict(g.test_fetches, summary=g.test_summaries), itr)
+                if 'summary' not in tr:
+                    raise TrainingError('The test batch gives NaN at step {} (the weights diverged); '
+                                        'stopping. The last good checkpoint is {}'.format(
+                                            itr, _describe_ckpt(last_saved, saver)))
                 writer.add_summary(tr['summary'], itr)
                 print(_fmt_test(itr, tr), flush=True)
             restored = None
