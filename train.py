@@ -20,6 +20,7 @@ import autoencoder
 import bits
 import config_parser
 import inputpipeline
+from inference import AE_CONFIG_COPY, PC_CONFIG_COPY  # where val.py and codec.py look for them
 import logdir_helpers
 import probclass
 import saver as saver_lib
@@ -27,8 +28,6 @@ import training_helpers
 from tf_helpers import tf, create_session, default_data_format
 
 GRAPH_SEED = 1234
-AE_CONFIG_COPY = 'ae_config'
-PC_CONFIG_COPY = 'pc_config'
 
 
 class TrainingError(Exception):

@@ -87,13 +87,13 @@ def test_loss_goes_down_when_overfitting_one_batch():
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
-@pytest.mark.parametrize('test_interval', ['1', '-1'])  # NaN seen by the test batch first, or by the loss
-def test_nan_loss_stops_with_message(tmp_path, capsys, test_interval):
-    args = _args(tmp_path, '--max_steps', '30', '-ltest', test_interval,
-                 overrides=['lr_initial=1e12', 'lr_schedule=FIXED'])
+def test_nan_loss_stops_with_message(tmp_path, capsys):
+    # steps of 1e30 overflow float32 activations right after the first update
+    args = _args(tmp_path, '--max_steps', '30', '-ltest', '-1', overrides=['lr_initial=1e30', 'lr_schedule=FIXED'])
     assert train.main(args) == 1
     err = capsys.readouterr().err
-    assert ('Loss is' in err or 'gives NaN' in err) and 'stopping' in err
+    assert 'Loss is nan' in err and 'stopping' in err
+    assert 'Traceback' not in err
 
 
 def test_bad_config_and_dataset_are_clear_errors(tmp_path, capsys):
