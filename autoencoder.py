@@ -17,7 +17,7 @@ import numpy as np
 
 import layers
 import quantizer
-from tf_helpers import tf, default_data_format
+from tf_helpers import tf, default_data_format, to_data_format, to_nchw
 
 SCOPE_AE = 'autoencoder'
 SCOPE_AE_ENC = SCOPE_AE + '/encoder'
@@ -154,7 +154,7 @@ class CVPR(object):
         net = net + after_h2
         num_out = self.num_chan_bn + 1 if self.config.heatmap else self.num_chan_bn
         net = self._conv(net, num_out, 5, 2, is_training, 'to_bn', activation_fn=None)
-        bottleneck = self._to_nchw(net)
+        bottleneck = to_nchw(net, self.data_format)
         if self.config.heatmap:
             heatmap = importance_mask(bottleneck[:, 0, :, :], self.num_chan_bn)
             with tf.name_scope('heatmap_mask'):
@@ -165,7 +165,7 @@ class CVPR(object):
         return EncoderOutput(q.qbar, q.qhard, q.symbols, z, heatmap)
 
     def _decode(self, q, is_training):
-        net = q if self.data_format == 'NCHW' else tf.transpose(q, (0, 2, 3, 1))
+        net = to_data_format(q, self.data_format)
         net = self._deconv(net, self.n, 3, is_training, 'from_bn')
         after_from_bn = net
         net = self._residual_groups(net, is_training, 'dec')
@@ -183,9 +183,6 @@ class CVPR(object):
 
     def _from_data_format(self, x):
         return x if self.data_format == 'NHWC' else tf.transpose(x, (0, 2, 3, 1))
-
-    def _to_nchw(self, x):
-        return x if self.data_format == 'NCHW' else tf.transpose(x, (0, 3, 1, 2))
 
     def _normalize(self, x_nhwc):
         if self.config.normalization == 'OFF':

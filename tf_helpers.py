@@ -40,10 +40,6 @@ with _quiet_fd2():
 DATA_FORMAT_ENV = 'IMGCOMP_DATA_FORMAT'
 
 
-def gpu_available():
-    return _GPU_AVAILABLE
-
-
 def default_data_format():
     """'NCHW' on a GPU (the original's layout, faster there), 'NHWC' on CPU (TF's CPU convs want it).
 
