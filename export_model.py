@@ -3,7 +3,8 @@
 
     python export_model.py LOG_DIR OUT_ROOT [--ckpt_step N]
 
-Writes `OUT_ROOT/<log dir name>/` with the two config copies and `ckpts/ckpt-<step>` holding the
+Writes `OUT_ROOT/<job id> <ae config> <pc config>/` (the log dir's name without a `RESTORE@...` suffix,
+so that fine-tuned runs ship under a plain name) with the two config copies and `ckpts/ckpt-<step>` holding the
 autoencoder, centers, context model and global_step (so that `train.py --restore` can continue from it,
 with fresh optimizer state). val.py and codec.py take the result like any log dir.
 """
@@ -13,13 +14,25 @@ import shutil
 import sys
 
 import inference
+import logdir_helpers
 import saver as saver_lib
 from tf_helpers import tf
 
 
+def shipped_name(log_dir):
+    """`<job id> <ae config> <pc config>` of a log dir, e.g. without the suffix a --restore run adds;
+    other names are kept as they are."""
+    try:
+        ae_rel, pc_rel = logdir_helpers.config_rel_paths_from_log_dir(log_dir)
+    except ValueError:
+        return os.path.basename(os.path.normpath(log_dir))
+    return ' '.join([logdir_helpers.log_date_from_log_dir(log_dir),
+                     logdir_helpers.config_rel_to_dir_part(ae_rel), logdir_helpers.config_rel_to_dir_part(pc_rel)])
+
+
 def export(log_dir, out_root, ckpt_step=None):
     model = inference.Model(log_dir, ckpt_step=ckpt_step)
-    out_dir = os.path.join(out_root, os.path.basename(os.path.normpath(log_dir)))
+    out_dir = os.path.join(out_root, shipped_name(log_dir))
     os.makedirs(out_dir, exist_ok=True)
     for name in (inference.AE_CONFIG_COPY, inference.PC_CONFIG_COPY):
         with open(os.path.join(out_dir, name), 'w') as f:

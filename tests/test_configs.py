@@ -51,6 +51,8 @@ def _with(base, **changes):
     d.update(changes)
     return d
 
+# The reduced CPU models: only width, depth, batch size, decay interval and the rate targets differ.
+CPU_BASE = _with(CVPR_BASE, arch_param_n=48, arch_param_B=1, batch_size=8, lr_schedule_decay_interval=100)
 
 EXPECTED = {
     'ae_configs/base': (AE_BASE, 'base'),
@@ -59,6 +61,10 @@ EXPECTED = {
     'ae_configs/cvpr/med': (_with(CVPR_BASE, H_target=2 * 0.6), 'cvpr/med'),
     'ae_configs/cvpr/hi': (_with(CVPR_BASE, num_chan_bn=64, H_target=1.0), 'cvpr/hi'),
     'ae_configs/cvpr/high': (_with(CVPR_BASE, num_chan_bn=64, H_target=1.0), 'cvpr/high'),
+    'ae_configs/cpu/base': (CPU_BASE, 'cpu/base'),
+    'ae_configs/cpu/low': (_with(CPU_BASE, H_target=2 * 0.2), 'cpu/low'),
+    'ae_configs/cpu/med': (_with(CPU_BASE, H_target=2 * 0.38), 'cpu/med'),
+    'ae_configs/cpu/high': (_with(CPU_BASE, H_target=2 * 0.75), 'cpu/high'),
     'pc_configs/base': (PC_BASE, 'base'),
     'pc_configs/cvpr/res_shallow': (_with(PC_BASE, arch='res_shallow', kernel_size=3), 'cvpr/res_shallow'),
     'pc_configs/cvpr/res_shallow_64': (_with(PC_BASE, arch='res_shallow', kernel_size=3, arch_param__k=64),
