@@ -9,22 +9,13 @@ import export_model
 import inference
 import saver as saver_lib
 import train
-from helpers import ROOT, TINY_AE_OVERRIDES, TINY_PC_OVERRIDES, smooth_image, write_images
+from helpers import smooth_image
+from test_train import _args as train_args
 from tf_helpers import tf
 
 
 def _train_tiny(tmp_path, *extra):
-    imgs = os.path.join(str(tmp_path), 'imgs')
-    if not os.path.isdir(imgs):
-        write_images(imgs, 4, 40, 48)
-    args = [os.path.join(ROOT, 'ae_configs', 'cvpr', 'low'), os.path.join(ROOT, 'pc_configs', 'cvpr', 'res_shallow'),
-            '--dataset_train', os.path.join(imgs, '*'), '--dataset_test', os.path.join(imgs, '*'),
-            '--log_dir_root', os.path.join(str(tmp_path), 'logs'), '-ltest', '-1']
-    for o in TINY_AE_OVERRIDES:
-        args += ['-co', o]
-    for o in TINY_PC_OVERRIDES:
-        args += ['-pco', o]
-    assert train.main(args + list(extra)) == 0
+    assert train.main(train_args(tmp_path, *extra)) == 0
 
 
 def _log_dirs(tmp_path):
