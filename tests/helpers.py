@@ -71,3 +71,18 @@ def make_model_dir(root, name='0101_1200 cvpr@low cvpr@res_shallow', seed=0, ae_
                     v.load(rng.uniform(-0.2, 0.2, v.shape.as_list()), sess)
             saver_lib.Saver(log_dir).save(sess, 7)
     return log_dir
+
+
+def train_args(tmp_path, *extra, overrides=()):
+    """train.py arguments for a tiny cvpr/low model on 5 small images written under tmp_path."""
+    imgs = os.path.join(str(tmp_path), 'imgs')
+    if not os.path.isdir(imgs):
+        write_images(imgs, 5, 40, 48)
+    args = [os.path.join(ROOT, 'ae_configs', 'cvpr', 'low'), os.path.join(ROOT, 'pc_configs', 'cvpr', 'res_shallow'),
+            '--dataset_train', os.path.join(imgs, '*'), '--dataset_test', os.path.join(imgs, '*'),
+            '--log_dir_root', os.path.join(str(tmp_path), 'logs'), '-ltrain', '2', '-ltest', '3', '-lsave', '3']
+    for o in TINY_AE_OVERRIDES + list(overrides):
+        args += ['-co', o]
+    for o in TINY_PC_OVERRIDES:
+        args += ['-pco', o]
+    return args + list(extra)

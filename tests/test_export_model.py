@@ -9,8 +9,7 @@ import export_model
 import inference
 import saver as saver_lib
 import train
-from helpers import smooth_image
-from test_train import _args as train_args
+from helpers import smooth_image, train_args
 from tf_helpers import tf
 
 

@@ -10,25 +10,8 @@ import config_parser
 import saver as saver_lib
 import train
 import training_helpers
-from helpers import ROOT, TINY_AE_OVERRIDES, TINY_PC_OVERRIDES, tiny_configs, write_images
+from helpers import ROOT, tiny_configs, train_args
 from tf_helpers import tf
-
-AE = os.path.join(ROOT, 'ae_configs', 'cvpr', 'low')
-PC = os.path.join(ROOT, 'pc_configs', 'cvpr', 'res_shallow')
-
-
-def _args(tmp_path, *extra, overrides=()):
-    imgs = os.path.join(str(tmp_path), 'imgs')
-    if not os.path.isdir(imgs):
-        write_images(imgs, 5, 40, 48)
-    args = [AE, PC, '--dataset_train', os.path.join(imgs, '*'), '--dataset_test', os.path.join(imgs, '*'),
-            '--log_dir_root', os.path.join(str(tmp_path), 'logs'), '-ltrain', '2', '-ltest', '3', '-lsave', '3']
-    for o in TINY_AE_OVERRIDES + list(overrides):
-        args += ['-co', o]
-    for o in TINY_PC_OVERRIDES:
-        args += ['-pco', o]
-    return args + list(extra)
-
 
 def _only_log_dir(tmp_path):
     dirs = [d for d in glob.glob(os.path.join(str(tmp_path), 'logs', '*')) if os.path.isdir(d)]
@@ -36,7 +19,7 @@ def _only_log_dir(tmp_path):
 
 
 def test_train_steps_checkpoint_events_and_restore(tmp_path, capsys):
-    assert train.main(_args(tmp_path, '--max_steps', '4')) == 0
+    assert train.main(train_args(tmp_path, '--max_steps', '4')) == 0
     out = capsys.readouterr().out
     assert '2: loss=' in out and '4: loss=' in out and 'test ms_ssim=' in out
     (log_dir,) = _only_log_dir(tmp_path)
@@ -55,7 +38,7 @@ def test_train_steps_checkpoint_events_and_restore(tmp_path, capsys):
         assert any(t.startswith(image_tag + '/image') for t in tags), tags
 
     # --restore continues at the saved step, into a new log dir marked RESTORE
-    assert train.main(_args(tmp_path, '--max_steps', '6', '--restore', log_dir)) == 0
+    assert train.main(train_args(tmp_path, '--max_steps', '6', '--restore', log_dir)) == 0
     out = capsys.readouterr().out
     assert 'Restored' in out and '5: loss=' in out and '\n1: loss=' not in out
     restored_dirs = [d for d in _only_log_dir(tmp_path) if 'RESTORE@' in d]
@@ -66,7 +49,7 @@ def test_train_steps_checkpoint_events_and_restore(tmp_path, capsys):
 @pytest.mark.parametrize('distortion', ['mse', 'psnr'])
 def test_mse_and_psnr_train(tmp_path, distortion, capsys):
     """The original crashed for these (its loggers assumed MS-SSIM)."""
-    args = _args(tmp_path, '--max_steps', '2', overrides=['distortion_to_minimize={}'.format(distortion)])
+    args = train_args(tmp_path, '--max_steps', '2', overrides=['distortion_to_minimize={}'.format(distortion)])
     assert train.main(args) == 0
     assert '2: loss=' in capsys.readouterr().out
 
@@ -89,7 +72,7 @@ def test_loss_goes_down_when_overfitting_one_batch():
 
 def test_nan_loss_stops_with_message(tmp_path, capsys):
     # steps of 1e30 overflow float32 activations right after the first update
-    args = _args(tmp_path, '--max_steps', '30', '-ltest', '-1', overrides=['lr_initial=1e30', 'lr_schedule=FIXED'])
+    args = train_args(tmp_path, '--max_steps', '30', '-ltest', '-1', overrides=['lr_initial=1e30', 'lr_schedule=FIXED'])
     assert train.main(args) == 1
     err = capsys.readouterr().err
     assert 'Loss is nan' in err and 'stopping' in err
@@ -97,9 +80,9 @@ def test_nan_loss_stops_with_message(tmp_path, capsys):
 
 
 def test_bad_config_and_dataset_are_clear_errors(tmp_path, capsys):
-    assert train.main(_args(tmp_path, '--max_steps', '1', overrides=['optimizer=RMSPROP'])) == 1
+    assert train.main(train_args(tmp_path, '--max_steps', '1', overrides=['optimizer=RMSPROP'])) == 1
     assert 'optimizer' in capsys.readouterr().err
-    args = _args(tmp_path, '--max_steps', '1')
+    args = train_args(tmp_path, '--max_steps', '1')
     args[args.index('--dataset_train') + 1] = os.path.join(str(tmp_path), 'nothing', '*.png')
     assert train.main(args) == 1
     assert 'nothing' in capsys.readouterr().err
@@ -121,7 +104,7 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
     import subprocess
     import sys
     import time
-    args = [sys.executable, os.path.join(ROOT, 'train.py')] + _args(tmp_path, '-ltrain', '1', '-lsave', '1000',
+    args = [sys.executable, os.path.join(ROOT, 'train.py')] + train_args(tmp_path, '-ltrain', '1', '-lsave', '1000',
                                                                       '-ltest', '-1')
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
