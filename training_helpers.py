@@ -66,10 +66,12 @@ def decay_steps(config, iterations_per_epoch):
 
 def learning_rate(config, global_step, iterations_per_epoch):
     """lr_initial * decay_rate ^ (step / decay_steps), floored with lr_schedule_decay_staircase."""
+    # float(): an override such as `-co lr_initial=0` parses as an int, which exponential_decay rejects
+    lr_initial = float(config.lr_initial)
     if config.lr_schedule == 'FIXED':
-        return tf.constant(config.lr_initial, tf.float32)
+        return tf.constant(lr_initial, tf.float32)
     steps = decay_steps(config, iterations_per_epoch)
-    return tf.train.exponential_decay(config.lr_initial, global_step, steps, config.lr_schedule_decay_rate,
+    return tf.train.exponential_decay(lr_initial, global_step, steps, float(config.lr_schedule_decay_rate),
                                       staircase=config.lr_schedule_decay_staircase)
 
 

@@ -98,6 +98,16 @@ def test_lr_schedule_staircase():
     np.testing.assert_allclose(got, [1, 1, 0.1, 0.1, 0.01], rtol=1e-6)
 
 
+def test_integer_learning_rate_override():
+    """`-co lr_initial=0` (an int) freezes a network instead of failing inside TensorFlow."""
+    ae_config, _ = tiny_configs()
+    for schedule in ('FIXED', 'DECAY'):
+        cfg = config_parser.apply_overrides(ae_config, ['lr_initial=0', 'lr_schedule=' + schedule])
+        with tf.Graph().as_default(), tf.Session() as sess:
+            lr = training_helpers.learning_rate(cfg, tf.constant(3, tf.int64), iterations_per_epoch=5)
+            assert sess.run(lr) == 0.0
+
+
 def test_sigterm_saves_a_checkpoint(tmp_path):
     """SIGTERM (like Ctrl-C) ends training with a checkpoint of the last step."""
     import signal
