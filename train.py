@@ -273,6 +273,9 @@ def _train(flags, stop):
     with create_session(num_threads=flags.num_threads) as sess:
         restored = restore_or_init(sess, flags)
         itr = sess.run(g.global_step)
+        lr_ae, lr_pc = sess.run([g.lr_ae, g.lr_pc])
+        print(training_helpers.describe_schedule('autoencoder', ae_config, itr_per_epoch, lr_ae))
+        print(training_helpers.describe_schedule('context model', pc_config, itr_per_epoch, lr_pc))
         if flags.max_steps is not None and itr >= flags.max_steps:
             print('Already at step {} >= --max_steps {}'.format(itr, flags.max_steps))
             return log_dir

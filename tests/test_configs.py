@@ -69,6 +69,8 @@ EXPECTED = {
     'pc_configs/cvpr/res_shallow': (_with(PC_BASE, arch='res_shallow', kernel_size=3), 'cvpr/res_shallow'),
     'pc_configs/cvpr/res_shallow_64': (_with(PC_BASE, arch='res_shallow', kernel_size=3, arch_param__k=64),
                                        'cvpr/res_shallow_64'),
+    'pc_configs/cpu/res_shallow': (_with(PC_BASE, arch='res_shallow', kernel_size=3, lr_schedule_decay_interval=100),
+                                   'cpu/res_shallow'),
 }
 
 

@@ -132,3 +132,17 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
     (log_dir,) = _only_log_dir(tmp_path)
     steps = saver_lib.all_ckpt_steps(os.path.join(log_dir, 'ckpts'))
     assert len(steps) == 1 and steps[0] >= 1
+
+
+def test_describe_schedule_warns_when_a_network_stopped_learning():
+    _, pc_config = tiny_configs()
+    pc = config_parser.apply_overrides(pc_config, ['lr_initial=1e-4', 'lr_schedule=DECAY',
+                                                   'lr_schedule_decay_interval=2'])
+    with tf.Graph().as_default(), tf.Session() as sess:
+        lr = sess.run(training_helpers.learning_rate(pc, tf.constant(3000, tf.int64), iterations_per_epoch=172))
+    line = training_helpers.describe_schedule('context model', pc, 172, lr)
+    assert 'every 344 steps' in line and 'stopped learning' in line
+    fresh = training_helpers.describe_schedule('context model', pc, 172, 1e-4)
+    assert 'Warning' not in fresh
+    fixed = config_parser.apply_overrides(pc, ['lr_schedule=FIXED'])
+    assert training_helpers.describe_schedule('context model', fixed, 172, 1e-4).endswith('(fixed)')
