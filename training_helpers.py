@@ -77,16 +77,17 @@ def learning_rate(config, global_step, iterations_per_epoch):
 
 def describe_schedule(name, config, iterations_per_epoch, lr_now):
     """One line saying what a network's learning rate is now and how it changes, e.g.
-    'context model: lr 1e-07 at this step (1e-04, x0.1 every 344 steps)'. Warns when the rate has decayed
-    below a thousandth of lr_initial: that network has stopped learning, which is easy to miss when an
-    ImageNet schedule (decay every 2 epochs) meets a small training set."""
+    'context model: lr 1.0e-07 at this step (1e-04, x0.1 every 344 steps)'. Warns when the rate has
+    decayed below a thousandth of lr_initial: that network has stopped learning, which is easy to miss
+    when an ImageNet schedule (decay every 2 epochs) meets a small training set."""
+    lr_initial = float(config.lr_initial)
     if config.lr_schedule == 'FIXED':
         how = 'fixed'
     else:
-        how = '{:.0e}, x{} every {} steps'.format(float(config.lr_initial), config.lr_schedule_decay_rate,
+        how = '{:.0e}, x{} every {} steps'.format(lr_initial, config.lr_schedule_decay_rate,
                                                   decay_steps(config, iterations_per_epoch))
     line = '{}: lr {:.1e} at this step ({})'.format(name, lr_now, how)
-    if lr_now < 1e-3 * float(config.lr_initial):
+    if lr_now < 1e-3 * lr_initial:
         line += ('\nWarning: the {} has practically stopped learning; set a longer lr_schedule_decay_interval '
                  'or lr_schedule = FIXED (e.g. -co / -pco lr_schedule=FIXED) to train it further').format(name)
     return line
