@@ -1,7 +1,8 @@
 """Rate-distortion curves: reading measured points, averaging them over images, BD-rate.
 
 Shared by ``other_codecs.py`` (which writes the classical codecs' per-image CSVs), ``plotter.py``
-(which reads them together with our models' ``measures.csv``) and their tests.
+(which reads them together with our models' ``measures.csv``), ``val.py`` (which logs the distance of
+each validated checkpoint to the codecs' averaged curves, ``CodecDistance``) and their tests.
 
 File layouts
 ------------
@@ -263,6 +264,58 @@ def value_at(curve_bpps, curve_values, bpp):
     if len(x) == 0 or bpp < x[0] or bpp > x[-1]:
         return float('nan')
     return float(np.interp(bpp, x, y))
+
+
+# Distance to a codec ---------------------------------------------------------------------------------------
+
+
+class CodecDistance(object):
+    """How far a (bpp, metric value) point lies above a codec's image-averaged curve, as the original's
+    codec_distance.py: the curve is the codec's per-image curves averaged on a bpp grid (linear per-image
+    interpolation, coverage rule of interp_average), interpolated linearly between the kept grid points.
+    distance(bpp, value) = value - codec(bpp), > 0 where the point is better than the codec; undefined
+    (None) outside the curve's bpp range, where the original raised ValueError and val.py skipped it.
+    """
+
+    def __init__(self, curve_bpps, curve_values, name='codec'):
+        self.bpps, self.values = _unique_sorted(curve_bpps, curve_values)
+        self.name = name
+        if len(self.bpps) < 2:  # the original's interp1d refused such a curve, so val.py logged nothing
+            raise RDError('{}: its averaged curve has {} point(s), need >= 2'.format(name, len(self.bpps)))
+
+    @classmethod
+    def from_codec_dir(cls, codec_dir_path, metric, grid=DEFAULT_BPP_GRID, name=None):
+        name = name or os.path.basename(os.path.normpath(codec_dir_path))
+        g, v = codec_average_curve(codec_dir_path, metric, grid)
+        if len(g) < 2:
+            raise RDError('{}: fewer than 2 bpps of the grid {:g}..{:g} are covered by more than {:g}% of its '
+                          'images ({})'.format(name, grid[0], grid[-1], 100 * REQUIRED_COVERAGE, codec_dir_path))
+        return cls(g, v, name)
+
+    @property
+    def bpp_range(self):
+        return float(self.bpps[0]), float(self.bpps[-1])
+
+    def distance(self, bpp, value):
+        codec_value = value_at(self.bpps, self.values, bpp)
+        if not np.isfinite(codec_value) or not np.isfinite(value):
+            return None
+        return float(value) - codec_value
+
+
+def codec_distances(other_codecs_root, dataset, metrics=METRICS, grid=DEFAULT_BPP_GRID):
+    """The CodecDistance of every codec other_codecs.py measured on `dataset`, for each metric.
+
+    :return: ({codec: {metric: CodecDistance}}, {codec: why it is unusable}); both empty when the dataset
+      has no codec curves under other_codecs_root.
+    """
+    usable, unusable = {}, {}
+    for codec, path in find_codec_dirs(other_codecs_root, dataset).items():
+        try:
+            usable[codec] = {m: CodecDistance.from_codec_dir(path, m, grid, name=codec) for m in metrics}
+        except (RDError, ValueError) as e:  # ValueError: a non-numeric cell in a CSV
+            unusable[codec] = str(e)
+    return usable, unusable
 
 
 # BD-rate -------------------------------------------------------------------------------------------------

@@ -2,15 +2,21 @@
 """Evaluates trained models on a set of images: bpp, MS-SSIM, PSNR, and optionally real bitstreams.
 
     python val.py LOG_DIR_ROOT JOB_IDS IMAGES [--save_ours] [--real_bpp] [--how_many N]
-                  [--ckpt_step K] [--reset] [--coder fast|python]
+                  [--ckpt_step K] [--reset] [--coder fast|python] [--other_codecs_root DIR]
 
 JOB_IDS: comma-separated ids (e.g. 0515_1103,0515_1309), each the start of exactly one log dir in
-LOG_DIR_ROOT. IMAGES: a directory of PNGs, an escaped glob of any PIL-readable images, or a dataset
-key such as `kodak` (= $VAL_ROOT/kodak/*.png). Results go to `<LOG_DIR_ROOT>/<job_id> <dataset>/`:
-measures.csv (img_name,bpp,ms-ssim,psnr[,bpp_real,enc_s,dec_s]), imgs/ with --save_ours, and
-TensorBoard scalars of the means. bpp is the context model's cross-entropy estimate; with --real_bpp
-every image is also compressed to a real file (the whole file counts) and decoded, which must give
-back exactly the same symbols.
+LOG_DIR_ROOT. IMAGES: a dataset key, `kodak` (= $VAL_ROOT/kodak/*.png) or `testset`
+(= $VAL_ROOT/imagenet_256_train_val_128x128__100/*.png), as in the original, or any other folder name
+under $VAL_ROOT; a directory of PNGs; or an escaped glob of any PIL-readable images.
+Checkpoints: every K-th one counting from the oldest, plus always the latest (default K=2; 1: all;
+-1: only the latest); those listed in the output dir's validated_ckpts.json are skipped.
+Results go to `<LOG_DIR_ROOT>/<job_id> <dataset>/`: measures.csv (img_name,bpp,ms-ssim,psnr
+[,bpp_real,enc_s,dec_s]), imgs/ with --save_ours, and TensorBoard scalars of the means. bpp is the
+context model's cross-entropy estimate; with --real_bpp every image is also compressed to a real file
+(the whole file counts) and decoded, which must give back exactly the same symbols.
+If other_codecs.py measured classical codecs on the dataset (`<OTHER_CODECS_ROOT>/<codec>_<dataset>/`),
+the distance to each codec's image-averaged curve at our mean bpp is printed and logged as
+`val/<dataset>/distance_<codec>_ms-ssim` and `..._psnr` (our mean minus the codec's; > 0 = better).
 """
 import argparse
 import csv
@@ -21,6 +27,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 
 import numpy as np
 from tqdm import tqdm
@@ -30,11 +37,18 @@ import images
 import inference
 import logdir_helpers
 import ms_ssim_np
+import rd_curves
 import saver as saver_lib
 
 MEASURES = 'measures.csv'
 VALIDATED = 'validated_ckpts.json'
 _IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.gif')
+# The original's fixed dataset keys: key -> folder of PNGs under $VAL_ROOT. They take precedence over a
+# local folder of the same name, as there.
+KNOWN_DATASETS = {
+    'kodak': 'kodak',
+    'testset': 'imagenet_256_train_val_128x128__100',
+}
 
 
 class ValError(Exception):
@@ -51,22 +65,49 @@ def parse_args(argv=None):
                    help='also encode every image to a real bitstream, decode it, check it is exact, '
                         'and report real bpp and encode/decode seconds')
     p.add_argument('--how_many', type=int, default=None, help='only the first N images (sorted)')
-    p.add_argument('--ckpt_step', '-s', type=int, default=-1,
-                   help='also validate every K-th older checkpoint; -1: only the latest. Default: -1')
+    p.add_argument('--ckpt_step', '-s', type=_ckpt_step, default=2,
+                   help='validate every K-th checkpoint (counting from the oldest) plus always the latest; '
+                        '1: all, -1: only the latest. Default: 2')
     p.add_argument('--reset', action='store_true', help='forget earlier results in the output dir')
     p.add_argument('--coder', choices=['fast', 'python'], default='fast',
                    help='entropy coder for --real_bpp: fast (range coder) or python (reference)')
+    p.add_argument('--other_codecs_root', default=None,
+                   help='where other_codecs.py wrote the codec curves (default: $OTHER_CODECS_ROOT, '
+                        'else other_codecs)')
     return p.parse_args(argv)
+
+
+def _ckpt_step(text):
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1 and k != -1:
+        raise argparse.ArgumentTypeError('K must be >= 1, or -1 for only the latest checkpoint; got {!r}'.format(text))
+    return k
 
 
 # Images ------------------------------------------------------------------------------------------------
 
+def _pngs_in(directory):
+    return glob.glob(os.path.join(glob.escape(directory), '*.png')) + \
+        glob.glob(os.path.join(glob.escape(directory), '*.PNG'))
+
+
 def resolve_images(spec):
     """:return: (sorted image paths, dataset name)"""
     val_root = os.environ.get('VAL_ROOT', '')
+    if spec in KNOWN_DATASETS:
+        directory = os.path.join(val_root, KNOWN_DATASETS[spec])
+        if not os.path.isdir(directory):
+            raise ValError('Dataset {!r} is $VAL_ROOT/{}/*.png, but {} is not a directory (VAL_ROOT={})'.format(
+                spec, KNOWN_DATASETS[spec], directory, repr(val_root) if val_root else 'unset'))
+        paths = _pngs_in(directory)
+        if not paths:
+            raise ValError('Dataset {!r}: no PNGs in {} (VAL_ROOT={!r})'.format(spec, directory, val_root))
+        return sorted(set(paths)), spec
     if os.path.isdir(spec):
-        paths = glob.glob(os.path.join(glob.escape(spec), '*.png')) + \
-            glob.glob(os.path.join(glob.escape(spec), '*.PNG'))
+        paths = _pngs_in(spec)
         name = os.path.basename(os.path.normpath(spec))
     elif any(ch in spec for ch in '*?['):
         paths = [p for p in glob.glob(spec) if p.lower().endswith(_IMAGE_EXTS)]
@@ -104,16 +145,18 @@ def write_validated(out_dir, steps):
     images.atomic_write_bytes(os.path.join(out_dir, VALIDATED), json.dumps(sorted(steps)).encode())
 
 
-def ckpts_to_validate(all_steps, ckpt_step, done):
-    """The latest step plus every ckpt_step-th older one (counting back from the latest), minus done."""
+def select_ckpts(all_steps, ckpt_step):
+    """Every ckpt_step-th of the sorted steps, counting from the oldest, plus always the latest; -1: only
+    the latest. The original's all_ckpts[:-1:ckpt_step] + [all_ckpts[-1]]: with steps 1..6 and K=2 that
+    is 1, 3, 5, 6 (not 2, 4, 6)."""
     if not all_steps:
         return []
-    chosen = [all_steps[-1]]
-    if ckpt_step and ckpt_step > 0:
-        chosen = all_steps[::-1][::ckpt_step][::-1]
-        if chosen[-1] != all_steps[-1]:
-            chosen.append(all_steps[-1])
-    return [s for s in chosen if s not in done]
+    return (list(all_steps[:-1:ckpt_step]) if ckpt_step > 0 else []) + [all_steps[-1]]
+
+
+def ckpts_to_validate(all_steps, ckpt_step, done):
+    """select_ckpts minus the steps validated earlier, ascending."""
+    return [s for s in select_ckpts(all_steps, ckpt_step) if s not in done]
 
 
 def write_measures(path, rows, columns):
@@ -125,12 +168,51 @@ def write_measures(path, rows, columns):
     images.atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def log_means(out_dir, dataset, step, means):
+def event_writer(out_dir):
+    """A TensorBoard writer with a unique file name: the default name only has a one-second timestamp, so a
+    second writer in the same second (e.g. a quick second run) would overwrite the first's scalars."""
     from tf_helpers import tf
-    writer = tf.summary.FileWriter(out_dir)
-    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag='val/{}/avg_{}'.format(dataset, k), simple_value=v)
-                                         for k, v in means.items()]), step)
-    writer.close()
+    return tf.summary.FileWriter(out_dir, filename_suffix='.val-{}'.format(uuid.uuid4().hex[:12]))
+
+
+def log_scalars(writer, step, scalars):
+    """scalars: {full TensorBoard tag: value}, written at the checkpoint's step."""
+    from tf_helpers import tf
+    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]), step)
+    writer.flush()
+
+
+def load_codec_distances(other_codecs_root, dataset):
+    """{codec: {metric: rd_curves.CodecDistance}} of the codecs measured on the dataset (may be empty)."""
+    usable, unusable = rd_curves.codec_distances(other_codecs_root, dataset)
+    for name, why in sorted(unusable.items()):
+        print('Note: no distance to {}: {}'.format(name, why))
+    if not usable and not unusable:
+        print('Note: no classical codec curves for {!r} in {} (run other_codecs.py): no distances logged'.format(
+            dataset, os.path.join(other_codecs_root, '<codec>_' + dataset)))
+    return usable
+
+
+def distance_scalars(dataset, means, codec_distances):
+    """TensorBoard scalars of our means' distance to every codec, and one console line per codec.
+
+    Like the original, the point is (mean bpp estimate, mean metric) over the images; a metric whose mean
+    bpp lies outside the codec's averaged curve is left out."""
+    scalars, lines = {}, []
+    for name in sorted(codec_distances):
+        d = {m: codec_distances[name][m].distance(means['bpp'], means[m]) for m in rd_curves.METRICS}
+        for m, v in d.items():
+            if v is not None:
+                scalars['val/{}/distance_{}_{}'.format(dataset, name, m)] = v
+        if all(v is None for v in d.values()):
+            lo, hi = codec_distances[name]['ms-ssim'].bpp_range
+            lines.append('Distance to {}: n/a, mean bpp {:.4f} is outside its curve ({:.3f}..{:.3f} bpp)'.format(
+                name, means['bpp'], lo, hi))
+        else:
+            lines.append('Distance to {}: {} ms-ssim // {} psnr'.format(
+                name, 'n/a' if d['ms-ssim'] is None else '{:.4f}'.format(d['ms-ssim']),
+                'n/a' if d['psnr'] is None else '{:.3f}'.format(d['psnr'])))
+    return scalars, lines
 
 
 # Measuring -------------------------------------------------------------------------------------------
@@ -159,7 +241,7 @@ def measure_image(model, img, real_bpp, coder):
     return m, rec
 
 
-def validate_ckpt(model, paths, out_dir, dataset, flags, is_latest):
+def validate_ckpt(model, paths, out_dir, dataset, flags, is_latest, writer, codec_distances=None):
     columns = ['img_name', 'bpp', 'ms-ssim', 'psnr'] + (['bpp_real', 'enc_s', 'dec_s'] if flags.real_bpp else [])
     rows = []
     bar = tqdm(paths, desc='ckpt {}'.format(model.step), unit='img', file=sys.stdout, dynamic_ncols=True)
@@ -177,9 +259,14 @@ def validate_ckpt(model, paths, out_dir, dataset, flags, is_latest):
     means = {c: float(np.mean([r[c] for r in rows])) for c in columns[1:]}
     target = MEASURES if is_latest else 'measures-{}.csv'.format(model.step)
     write_measures(os.path.join(out_dir, target), rows, columns)
-    log_means(out_dir, dataset, model.step, {k.replace('-', '_'): v for k, v in means.items()})
+    scalars = {'val/{}/avg_{}'.format(dataset, k.replace('-', '_')): v for k, v in means.items()}
+    dist_scalars, dist_lines = distance_scalars(dataset, means, codec_distances or {})
+    scalars.update(dist_scalars)
+    log_scalars(writer, model.step, scalars)
     print('{} ckpt {} on {} ({} images): {}'.format(os.path.basename(model.log_dir), model.step, dataset,
                                                    len(rows), _means_text(rows, columns)))
+    for line in dist_lines:
+        print(line)
     return means
 
 
@@ -189,7 +276,7 @@ def _means_text(rows, columns):
     return ', '.join(fmt[c].format(np.mean([r[c] for r in rows])) for c in columns[1:])
 
 
-def validate_job(log_dir_root, job_id, paths, dataset, flags):
+def validate_job(log_dir_root, job_id, paths, dataset, flags, codec_distances=None):
     log_dir = logdir_helpers.find_log_dir(log_dir_root, job_id)
     out_dir = out_dir_of(log_dir_root, job_id, dataset)
     if flags.reset and os.path.isdir(out_dir):
@@ -199,21 +286,34 @@ def validate_job(log_dir_root, job_id, paths, dataset, flags):
     if not all_steps:
         raise ValError('No checkpoints in {}'.format(saver_lib.ckpt_dir_of(log_dir)))
     done = read_validated(out_dir)
-    todo = ckpts_to_validate(all_steps, flags.ckpt_step, done)
-    print('{}: validating {} checkpoint(s) {} -> {}'.format(job_id, len(todo), todo, out_dir))
+    selected = select_ckpts(all_steps, flags.ckpt_step)
+    todo = [s for s in selected if s not in done]
+    print('{}: validating checkpoints {} ({} of {} selected not yet validated, {} in total, --ckpt_step {}) -> {}'
+          .format(job_id, todo, len(todo), len(selected), len(all_steps), flags.ckpt_step, out_dir))
     if not todo:
         print('Nothing to do: all selected checkpoints were validated (use --reset to redo)')
         return
-    model = inference.Model(log_dir, ckpt_step=todo[0])
+    ckpt_dir = saver_lib.ckpt_dir_of(log_dir)
+    model = None
+    writer = event_writer(out_dir)
     try:
         for step in todo:
-            if step != model.step:
+            # a training job that is still running deletes old checkpoints (max_to_keep)
+            if not os.path.isfile(saver_lib.ckpt_path(ckpt_dir, step) + '.index'):
+                print('Checkpoint disappeared: {}'.format(saver_lib.ckpt_path(ckpt_dir, step)))
+                continue
+            if model is None:
+                model = inference.Model(log_dir, ckpt_step=step)
+            elif step != model.step:
                 model.restore(step)
-            validate_ckpt(model, paths, out_dir, dataset, flags, is_latest=(step == all_steps[-1]))
+            validate_ckpt(model, paths, out_dir, dataset, flags, is_latest=(step == all_steps[-1]), writer=writer,
+                          codec_distances=codec_distances)
             done.add(step)
             write_validated(out_dir, done)
     finally:
-        model.close()
+        writer.close()
+        if model is not None:
+            model.close()
 
 
 def main(argv=None):
@@ -227,8 +327,10 @@ def main(argv=None):
         job_ids = [j.strip() for j in flags.job_ids.replace(';', ',').split(',') if j.strip()]
         if not job_ids:
             raise ValError('No job ids given')
+        other_codecs_root = flags.other_codecs_root or os.environ.get('OTHER_CODECS_ROOT') or 'other_codecs'
+        codec_distances = load_codec_distances(other_codecs_root, dataset)
         for job_id in job_ids:
-            validate_job(flags.log_dir_root, job_id, paths, dataset, flags)
+            validate_job(flags.log_dir_root, job_id, paths, dataset, flags, codec_distances)
     except (ValError, codec.CodecError, images.ImageError, inference.ModelError, ValueError) as e:
         print('Error: {}'.format(e), file=sys.stderr)
         return 1

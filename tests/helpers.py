@@ -47,9 +47,11 @@ def write_images(directory, n, h, w, ext='png'):
     return paths
 
 
-def make_model_dir(root, name='0101_1200 cvpr@low cvpr@res_shallow', seed=0, ae_overrides=None):
-    """A log dir with config copies and a checkpoint of a randomly initialized tiny model (with random
-    biases and batch-norm statistics, so that the context model is not trivially uniform)."""
+def make_model_dir(root, name='0101_1200 cvpr@low cvpr@res_shallow', seed=0, ae_overrides=None, steps=(7,)):
+    """A log dir with config copies and checkpoints of a randomly initialized tiny model (with random
+    biases and batch-norm statistics, so that the context model is not trivially uniform): one per step,
+    all kept, each with other random biases (so restoring the wrong one changes the measures; saving
+    is far cheaper than training)."""
     import model_graph
     import saver as saver_lib
     from tf_helpers import tf
@@ -64,12 +66,14 @@ def make_model_dir(root, name='0101_1200 cvpr@low cvpr@res_shallow', seed=0, ae_
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
         model_graph.build_inference_graph(ae_config, pc_config)
+        saver = saver_lib.Saver(log_dir, max_to_keep=None)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            for v in tf.global_variables():
-                if v.op.name.endswith(('biases', 'beta')):
-                    v.load(rng.uniform(-0.2, 0.2, v.shape.as_list()), sess)
-            saver_lib.Saver(log_dir).save(sess, 7)
+            for step in steps:
+                for v in tf.global_variables():
+                    if v.op.name.endswith(('biases', 'beta')):
+                        v.load(rng.uniform(-0.2, 0.2, v.shape.as_list()), sess)
+                saver.save(sess, step)
     return log_dir
 
 
@@ -86,3 +90,13 @@ def train_args(tmp_path, *extra, overrides=()):
     for o in TINY_PC_OVERRIDES:
         args += ['-pco', o]
     return args + list(extra)
+
+
+def write_codec_curves(other_codecs_root, codec, dataset, curves):
+    """Per-image codec CSVs as other_codecs.py writes them. curves: {image name: [(bpp, msssim, psnr), ...]}."""
+    import rd_curves
+    for img_name, points in curves.items():
+        rows = [(q, b, 0., m, p) for q, (b, m, p) in enumerate(points)]
+        rd_curves.write_csv_atomic(
+            rd_curves.codec_measures_path(rd_curves.codec_dir(str(other_codecs_root), codec, dataset), img_name),
+            rd_curves.CODEC_CSV_HEADER, rows)

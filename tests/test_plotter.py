@@ -7,6 +7,7 @@ import pytest
 
 import plotter
 import rd_curves
+from helpers import write_codec_curves
 
 JOBS = ('0515_1103', '0515_1309', '0515_1310')
 IMAGES = ['img{}'.format(i) for i in range(5)]
@@ -217,4 +218,71 @@ def test_ours_interp_is_quadratic_with_three_models(setup):
     g, v = rd_curves.ours_interp_curve(ms, 'psnr', grid)
     np.testing.assert_allclose(v, _psnr(g), atol=1e-9)  # psnr is linear in bpp: any interpolation is exact
     g, v = rd_curves.ours_interp_curve(ms, 'ms-ssim', grid)
-    assert np.all(np.abs(v - _msssim(g)) < 1e-3)
+    # images 3 and 4 start above 0.4 bpp; elsewhere the mean of each image's parabola through its 3 points,
+    # which a linear interpolation misses by > 1e-4
+    np.testing.assert_allclose(g, grid[1:])
+    per_image = []
+    for i in range(len(IMAGES)):
+        bpps = np.array([JOB_BPP[j] + 0.02 * i for j in JOBS])
+        per_image.append((np.polyval(np.polyfit(bpps, _msssim(bpps), 2), g),
+                          np.interp(g, bpps, _msssim(bpps))))
+    np.testing.assert_allclose(v, np.mean([q for q, _ in per_image], axis=0), atol=1e-12)
+    assert np.max(np.abs(v - np.mean([lin for _, lin in per_image], axis=0))) > 1e-4
+
+
+# Distance to a codec (val.py) -------------------------------------------------------------------------------
+
+GRID = rd_curves.DEFAULT_BPP_GRID  # linspace(0.1, 1.4, 50): steps of 1.3 / 49 = 0.0265 bpp
+
+
+def test_codec_distance_definition(tmp_path):
+    # per image linear between its points: img0 has a kink at 0.5 bpp (a quadratic interpolation would bend
+    # it), img1 is one line; both cover 0.1..1.3 bpp
+    write_codec_curves(tmp_path, 'bpg', 'kodak', {
+        'img0': [(0.1, 0.80, 20.8), (0.5, 0.90, 24.), (1.3, 0.94, 30.4)],
+        'img1': [(0.1, 0.70, 22.5), (1.3, 0.82, 28.5)]})
+    path = rd_curves.codec_dir(str(tmp_path), 'bpg', 'kodak')
+    ms = rd_curves.CodecDistance.from_codec_dir(path, 'ms-ssim')
+    psnr = rd_curves.CodecDistance.from_codec_dir(path, 'psnr')
+    # at 0.3 bpp: img0 0.80 + 0.25 * 0.2 = 0.85, img1 0.70 + 0.1 * 0.2 = 0.72, mean 0.785
+    assert ms.distance(0.3, 0.8) == pytest.approx(0.8 - 0.785, abs=1e-12)
+    # at 1.0 bpp: img0 0.90 + 0.05 * 0.5 = 0.925, img1 0.79, mean 0.8575: below the codec is negative
+    assert ms.distance(1.0, 0.85) == pytest.approx(0.85 - 0.8575, abs=1e-12)
+    # psnr: img0 20 + 8 b, img1 22 + 5 b, mean 21 + 6.5 b
+    assert psnr.distance(0.3, 25.) == pytest.approx(25. - 22.95, abs=1e-9)
+    # the curve spans the grid points covered by the images (0.1 .. grid[45] = 1.2939), not the images' range:
+    # 1.295 bpp lies inside both images' curves but beyond the last kept grid point, as in the original
+    assert ms.bpp_range == pytest.approx((0.1, GRID[45]))
+    assert ms.distance(GRID[45], 0.9) is not None
+    for bpp in (0.09, 1.295, 1.35, float('nan')):
+        assert ms.distance(bpp, 0.9) is None and psnr.distance(bpp, 30.) is None
+
+
+@pytest.mark.parametrize('n_full,covered', [(100, True), (99, False)])
+def test_codec_distance_coverage_rule(tmp_path, n_full, covered):
+    # n_full images over 0.1..1.3 bpp plus one over 0.6..1.3 only, all on the line 0.5 + 0.2 b: 0.3 bpp is
+    # covered by 100 of 101 images (> 99 %: kept) or by 99 of 100 (= 99 %: dropped)
+    curves = {'full{}'.format(i): [(0.1, 0.52, 20.), (1.3, 0.76, 30.)] for i in range(n_full)}
+    curves['short'] = [(0.6, 0.62, 25.), (1.3, 0.76, 30.)]
+    write_codec_curves(tmp_path, 'jpeg', 'kodak', curves)
+    d = rd_curves.CodecDistance.from_codec_dir(rd_curves.codec_dir(str(tmp_path), 'jpeg', 'kodak'), 'ms-ssim')
+    assert d.distance(0.8, 0.7) == pytest.approx(0.7 - 0.66, abs=1e-12)
+    if covered:
+        assert d.bpp_range[0] == pytest.approx(0.1)
+        assert d.distance(0.3, 0.6) == pytest.approx(0.6 - 0.56, abs=1e-12)
+    else:
+        assert d.bpp_range[0] == pytest.approx(GRID[GRID >= 0.6][0])
+        assert d.distance(0.3, 0.6) is None
+
+
+def test_codec_distances_of_a_dataset(tmp_path):
+    line = [(0.1, 0.52, 20.), (1.3, 0.76, 30.)]
+    write_codec_curves(tmp_path, 'bpg', 'kodak', {'a': line, 'b': line})
+    write_codec_curves(tmp_path, 'webp', 'kodak', {'a': [(0.101, 0.5, 20.), (0.12, 0.6, 21.)]})  # no grid point
+    write_codec_curves(tmp_path, 'jpeg', 'other', {'a': line})
+    usable, unusable = rd_curves.codec_distances(str(tmp_path), 'kodak')
+    assert sorted(usable) == ['bpg'] and sorted(usable['bpg']) == ['ms-ssim', 'psnr']
+    assert usable['bpg']['psnr'].distance(0.7, 26.) == pytest.approx(1.)
+    assert list(unusable) == ['webp'] and 'fewer than 2 bpps of the grid' in unusable['webp']
+    assert rd_curves.codec_distances(str(tmp_path), 'testset') == ({}, {})
+    assert rd_curves.codec_distances(str(tmp_path / 'missing'), 'kodak') == ({}, {})
