@@ -15,28 +15,39 @@ def distortions(x, x_out, config, is_training):
     """MSE, PSNR and MS-SSIM of a batch and the scaled distortion loss.
 
     :param x, x_out: float32 N x H x W x 3 in 0..255
-    The metric being minimized is computed on the float reconstruction (it needs gradients); the
-    logged ones on the reconstruction rounded to integers, i.e. on what an image file would hold.
+    As in the original: the metric being minimized in training is computed on the float
+    reconstruction (it needs gradients). Otherwise, and always on the test batch, MSE and PSNR are
+    computed on both images cast to integers, i.e. truncated (what `tf.cast` does; the pixels an
+    8-bit file would hold if written by truncation). MS-SSIM is always computed on the float
+    reconstruction, also on the test batch.
     """
     minimized = config.distortion_to_minimize
     with tf.name_scope('distortions'):
-        x_out_int = tf.round(x_out)
+        def pair(name):
+            if is_training and name == minimized:
+                return x, x_out
+            return _truncated(x), _truncated(x_out)
 
-        def pick(name):
-            return x_out if (is_training and name == minimized) else x_out_int
-
-        mse_per_image = tf.reduce_mean(tf.square(x - pick('mse')), axis=[1, 2, 3])
+        mse_per_image = _mse_per_image(*pair('mse'))
         mse = tf.reduce_mean(mse_per_image)
-        psnr_per_image = 10. * _log10(255. ** 2 / tf.maximum(
-            tf.reduce_mean(tf.square(x - pick('psnr')), axis=[1, 2, 3]), 1e-10))
+        # max(., 1e-10): identical images give a finite PSNR (the original: inf, and -inf as a loss)
+        psnr_per_image = 10. * _log10(255. ** 2 / tf.maximum(_mse_per_image(*pair('psnr')), 1e-10))
         psnr = tf.reduce_mean(psnr_per_image)
-        msssim = ms_ssim.ms_ssim(x, pick('ms_ssim'), max_val=255.)
+        msssim = ms_ssim.ms_ssim(x, x_out, max_val=255.)
         d_loss_scaled = {
             'mse': lambda: mse,
             'psnr': lambda: config.K_psnr - psnr,
             'ms_ssim': lambda: config.K_ms_ssim * (1. - msssim),
         }[minimized]()
         return Distortions(mse, psnr, msssim, d_loss_scaled)
+
+
+def _truncated(t):
+    return tf.cast(tf.cast(t, tf.int32), tf.float32)
+
+
+def _mse_per_image(a, b):
+    return tf.reduce_mean(tf.square(a - b), axis=[1, 2, 3])
 
 
 def _log10(x):
