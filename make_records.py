@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Packs images into TFRecord files of tf.train.Example, optionally downscaled (the ``mk_img_rec`` step).
+"""Packs images into TFRecord files of tf.train.Example, optionally resized (the ``mk_img_rec`` step).
 
     python make_records.py 'data/kodak/*.png' records/kodak --prefix kodak --per_record 100
     python make_records.py 'photos/**/*.jpg' records/photos --shorter_side 512 --jobs 8
@@ -14,10 +14,12 @@ recursively), or an uncompressed tar. Tars may hold images directly (ILSVRC2012 
 
 Images
   With ``--shorter_side S`` an image whose shorter side is larger than S is downscaled so that it is exactly
-  S (aspect ratio kept, like ImageMagick's ``-resize SxS^``): large JPEGs are first reduced in the DCT domain
-  by Pillow's ``draft`` to no less than 2x the target, then resampled with Lanczos. Resized images are
+  S (aspect ratio kept): large JPEGs are first reduced in the DCT domain by Pillow's ``draft`` to no less
+  than 2x the target, then resampled with Lanczos. Smaller images are kept at their size unless ``--upscale``
+  is given, which resizes them up to S (Lanczos) too, so that every image ends with shorter side exactly S
+  like ImageMagick's ``-resize SxS^`` (what prepare_imagenet.py does by default). Resized images are
   re-encoded as JPEG at ``--quality`` (default 95; at >= 90 without chroma subsampling, as ImageMagick
-  does). Images already at most S (or all images, without ``--shorter_side``) are kept byte-for-byte if
+  does). Images that need no resizing (or all images, without ``--shorter_side``) are kept byte-for-byte if
   they are RGB JPEGs; anything else (CMYK or grayscale JPEGs, PNGs, also PNGs named .JPEG) becomes an RGB
   JPEG. Every image is decoded fully, so truncated or corrupt files are noticed: such files are reported on
   stderr and in ``OUT_DIR/skipped.txt`` (``name<TAB>reason``) and left out, never fatal.
@@ -221,8 +223,9 @@ def target_size(w, h, shorter_side):
     return max(shorter_side, int(round(w * shorter_side / float(h)))), shorter_side
 
 
-def convert_image(data, shorter_side=None, quality=95):
-    """Encoded image bytes -> RGB JPEG bytes whose shorter side is min(original, shorter_side).
+def convert_image(data, shorter_side=None, quality=95, upscale=False):
+    """Encoded image bytes -> RGB JPEG bytes whose shorter side is min(original, shorter_side), or exactly
+    shorter_side with `upscale`.
 
     RGB JPEGs that need no resizing are returned unchanged (after checking that they decode).
     :raises Exception: (various types from Pillow) if the data is not a readable image.
@@ -237,6 +240,8 @@ def convert_image(data, shorter_side=None, quality=95):
         size = target_size(w, h, shorter_side)
         if im.format == 'JPEG':
             im.draft(im.mode, (2 * size[0], 2 * size[1]))  # DCT-domain reduction to >= 2x the target
+    elif upscale and shorter_side is not None and min(w, h) < shorter_side:
+        size = target_size(w, h, shorter_side)
     elif im.format == 'JPEG' and im.mode == 'RGB':
         im.load()  # decode fully, so that truncated/corrupt files are noticed
         return data
@@ -252,8 +257,8 @@ def convert_image(data, shorter_side=None, quality=95):
 _worker_settings = {}
 
 
-def _init_worker(shorter_side, quality):
-    _worker_settings.update(shorter_side=shorter_side, quality=quality)
+def _init_worker(shorter_side, quality, upscale):
+    _worker_settings.update(shorter_side=shorter_side, quality=quality, upscale=upscale)
 
 
 def _work(ref):
@@ -320,7 +325,7 @@ def _make_example_fn(feature_key):
 
 def write_records(items, out_dir, prefix, per_record, shorter_side=None, quality=95,
                   feature_key=FEATURE_KEY_DEFAULT, jobs=None, shard=0, num_shards=1, order='shuffled', seed=0,
-                  progress=True, start_time=None):
+                  progress=True, start_time=None, upscale=False):
     """Converts `items` (any order; they are ordered by `order`/`seed`) into record files in `out_dir`.
 
     :return: Stats.
@@ -333,6 +338,8 @@ def write_records(items, out_dir, prefix, per_record, shorter_side=None, quality
         raise RecordsError('need 0 <= --shard < --num_shards, got {} and {}'.format(shard, num_shards))
     if shorter_side is not None and shorter_side < 1:
         raise RecordsError('--shorter_side must be >= 1, got {}'.format(shorter_side))
+    if upscale and shorter_side is None:
+        raise RecordsError('--upscale needs --shorter_side (the size to upscale to)')
     if not 1 <= quality <= 100:
         raise RecordsError('--quality must be in 1..100, got {}'.format(quality))
     jobs = jobs or os.cpu_count() or 1
@@ -344,6 +351,10 @@ def write_records(items, out_dir, prefix, per_record, shorter_side=None, quality
                 'per_record': per_record, 'shorter_side': shorter_side, 'quality': quality, 'order': order,
                 'seed': seed if order == 'shuffled' else None, 'num_inputs': len(items),
                 'num_records': num_records, 'inputs_sha1': hashlib.sha1(names).hexdigest()}
+    if upscale:
+        # Only when set, so that records made before the option existed (never upscaled) still match their
+        # manifest, while a rerun that would now upscale is refused instead of mixing two sizings.
+        manifest['upscale'] = True
     _check_manifest(out_dir, prefix, manifest, num_records)
 
     mine = [k for k in range(num_records) if k % num_shards == shard]
@@ -364,11 +375,11 @@ def write_records(items, out_dir, prefix, per_record, shorter_side=None, quality
         pool = None
         if jobs > 1 and len(refs) > 1:
             pool = multiprocessing.get_context('spawn').Pool(
-                min(jobs, len(refs)), initializer=_init_worker, initargs=(shorter_side, quality))
+                min(jobs, len(refs)), initializer=_init_worker, initargs=(shorter_side, quality, upscale))
             chunksize = max(1, min(16, len(refs) // (4 * jobs)))
             results = pool.imap(_work, refs, chunksize)  # in order: records are filled sequentially
         else:
-            _init_worker(shorter_side, quality)
+            _init_worker(shorter_side, quality, upscale)
             results = map(_work, refs)
         try:
             from tqdm import tqdm
@@ -416,13 +427,14 @@ def summary(stats, out_dir):
 
 # Command line -------------------------------------------------------------------------------------------
 
-def add_common_args(p, shorter_side_default, per_record_default):
-    """The options shared by make_records.py and prepare_imagenet.py."""
+def add_common_args(p, shorter_side_default, per_record_default, shorter_side_help):
+    """The options shared by make_records.py and prepare_imagenet.py (each adds its own upscale flag,
+    because their defaults differ)."""
     p.add_argument('--per_record', type=int, default=per_record_default,
                    help='images per record file. Default: %(default)s')
     p.add_argument('--shorter_side', type=int, default=shorter_side_default,
-                   help='downscale images whose shorter side is larger to this. Default: {}'.format(
-                       shorter_side_default if shorter_side_default else 'keep the size'))
+                   help='{} Default: {}'.format(shorter_side_help,
+                                                shorter_side_default if shorter_side_default else 'keep the size'))
     p.add_argument('--quality', type=int, default=95,
                    help='JPEG quality of re-encoded images. Default: %(default)s')
     p.add_argument('--jobs', type=int, default=None,
@@ -444,7 +456,7 @@ def run(source, out_dir, prefix, flags, feature_key=FEATURE_KEY_DEFAULT):
     items = list_inputs(source, index_cache_path=index_cache)
     stats = write_records(items, out_dir, prefix, flags.per_record, flags.shorter_side, flags.quality,
                           feature_key, flags.jobs, flags.shard, flags.num_shards, flags.order, flags.seed,
-                          progress=not flags.no_progress, start_time=start)
+                          progress=not flags.no_progress, start_time=start, upscale=flags.upscale)
     print(summary(stats, out_dir))
     sys.stdout.flush()
     return stats
@@ -457,7 +469,13 @@ def parse_args(argv=None):
     p.add_argument('--prefix', default='images', help='records are OUT_DIR/PREFIX-%%05d.tfrecord. '
                    'Default: %(default)s')
     p.add_argument('--feature_key', default=FEATURE_KEY_DEFAULT, help='Default: %(default)s')
-    add_common_args(p, shorter_side_default=None, per_record_default=1250)
+    add_common_args(p, shorter_side_default=None, per_record_default=1250,
+                    shorter_side_help='downscale images whose shorter side is larger to this (see --upscale).')
+    p.add_argument('--upscale', action='store_true',
+                   help='with --shorter_side S: also resize images whose shorter side is smaller up to S, so that '
+                        'every image has shorter side exactly S (ImageMagick -resize SxS^, the original ImageNet '
+                        'recipe). Off by default: a generic tool should not invent pixels, but training crops '
+                        'larger than an image\'s shorter side make inputpipeline.py skip that image.')
     return p.parse_args(argv)
 
 

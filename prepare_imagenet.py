@@ -7,9 +7,12 @@
 
 This replaces the original's shell steps (unpack the tars, ImageMagick ``-resize "256x256^"`` with GNU
 parallel, ``fjcommon tf_records mk_img_rec`` with 1250 images per record): the tars are read in place (no
-unpacking), every image whose shorter side is above 256 px is downscaled to exactly 256 px (Lanczos,
-re-encoded as JPEG at quality 95), smaller RGB JPEGs are kept as they are, and ImageNet's odd files (22 CMYK
-JPEGs, a PNG named .JPEG, grayscale JPEGs) become RGB JPEGs. Unreadable files are listed in
+unpacking), and like ``-resize "256x256^"`` every image is resized so that its shorter side is exactly 256 px
+(Lanczos, re-encoded as JPEG at quality 95): larger ones are downscaled, and the few whose shorter side is
+below 256 px are upscaled (``--no_upscale`` keeps those at their size). Images already at 256 px that are RGB
+JPEGs are kept byte-for-byte, and ImageNet's odd files (22 CMYK JPEGs, a PNG named .JPEG, grayscale JPEGs)
+become RGB JPEGs. Because every image ends at least 256 px, inputpipeline.py never has to skip one for being
+smaller than the paper's 160x160 crop. Unreadable files are listed in
 ``OUT_DIR/<split>/skipped.txt`` and left out. The records are what inputpipeline.py reads as
 ``imgnet_train`` / ``imgnet_test`` with ``RECORDS_ROOT=OUT_DIR``.
 
@@ -50,7 +53,14 @@ def parse_args(argv=None):
     p.add_argument('--split', choices=SPLITS, default=None,
                    help='Default: guessed from the name of SOURCE (*train* -> train, *val* -> val, else train)')
     make_records.add_common_args(p, shorter_side_default=IMAGENET_SHORTER_SIDE,
-                                 per_record_default=IMAGENET_PER_RECORD)
+                                 per_record_default=IMAGENET_PER_RECORD,
+                                 shorter_side_help='resize images so that their shorter side is exactly this '
+                                                   '(with --no_upscale, smaller images keep their size).')
+    p.add_argument('--no_upscale', dest='upscale', action='store_false',
+                   help='keep images whose shorter side is below --shorter_side at their size instead of '
+                        'upscaling them (the original upscaled, as ImageMagick "256x256^" does). Upscaled images '
+                        'hold no new detail, only interpolated (blurrier) pixels, and take more space; without '
+                        'upscaling, images smaller than the training crop are skipped by inputpipeline.py.')
     return p.parse_args(argv)
 
 

@@ -7,6 +7,11 @@
 Loss = distortion (K_ms_ssim * (1 - MS-SSIM) for the paper's configs) + beta * max(H_soft - H_target, 0)
 + L2 regularization. Writes `<log_dir_root>/<MMDD_HHMM> <ae config> <pc config>/` with copies of both
 resolved configs, TensorBoard events and checkpoints in `ckpts/`.
+
+Environment variables (as in the original): NUM_CROPS_PER_IMG (default 1: crops per training image; a batch
+holds batch_size // NUM_CROPS_PER_IMG images, and an epoch of the LR schedule that many fewer steps),
+NUM_PREPROCESS_THREADS (default 4: images decoded and cropped in parallel), RECORDS_ROOT (default data: where
+imgnet_train / imgnet_test are).
 """
 import argparse
 import os
@@ -250,22 +255,30 @@ def train(flags):
 
 def _train(flags, stop):
     ae_config, ae_rel, pc_config, pc_rel = load_configs(flags)
+    env = inputpipeline.env_settings()  # NUM_CROPS_PER_IMG, NUM_PREPROCESS_THREADS
     data_format = flags.data_format or default_data_format()
     ds_train = inputpipeline.resolve_dataset(flags.dataset_train)
     ds_test = inputpipeline.resolve_dataset(flags.dataset_test) if flags.log_interval_test > 0 else None
-    itr_per_epoch = inputpipeline.iterations_per_epoch(ds_train, ae_config.batch_size)
+    itr_per_epoch = inputpipeline.iterations_per_epoch(ds_train, ae_config.batch_size, env.num_crops_per_img)
 
     tf.set_random_seed(flags.seed)
     x_train = inputpipeline.input_batch(ds_train, ae_config.crop_size, ae_config.batch_size, shuffle=True,
-                                        name='train')
-    x_test = (inputpipeline.input_batch(ds_test, ae_config.crop_size, ae_config.batch_size, shuffle=True,
-                                        name='test') if ds_test else None)
+                                        num_crops_per_img=env.num_crops_per_img,
+                                        num_parallel_calls=env.num_preprocess_threads, name='train')
+    # As in the original: files in sorted order, no shuffling, crops and flips seeded with 666 and one crop
+    # per image, so that every run is evaluated on the same sequence of test batches.
+    x_test = (inputpipeline.input_batch(ds_test, ae_config.crop_size, ae_config.batch_size, shuffle=False,
+                                        seed=inputpipeline.TEST_SEED, num_crops_per_img=1,
+                                        num_parallel_calls=env.num_preprocess_threads, name='test')
+              if ds_test else None)
     g = TrainGraph(ae_config, pc_config, x_train, x_test, itr_per_epoch, data_format)
 
     log_dir = make_log_dir(flags, ae_rel, pc_rel)
     save_config_copies(log_dir, ae_config, pc_config)
-    print('Log dir: {}\n{} training images ({} per epoch at batch {}), data format {}'.format(
-        log_dir, ds_train.num_images, itr_per_epoch, ae_config.batch_size, data_format))
+    crops = '' if env.num_crops_per_img == 1 else ' = {} images x {} crops'.format(
+        ae_config.batch_size // env.num_crops_per_img, env.num_crops_per_img)
+    print('Log dir: {}\n{} training images ({} per epoch at batch {}{}), data format {}'.format(
+        log_dir, ds_train.num_images, itr_per_epoch, ae_config.batch_size, crops, data_format))
     writer = tf.summary.FileWriter(log_dir, graph=tf.get_default_graph())
     saver = saver_lib.Saver(log_dir, keep_checkpoint_every_n_hours=flags.ckpt_interval)
     job_id = logdir_helpers.log_date_from_log_dir(log_dir)
@@ -327,7 +340,8 @@ def main(argv=None):
     flags = parse_args(argv)
     try:
         train(flags)
-    except (TrainingError, config_parser.ConfigError, inputpipeline.DatasetError, ValueError) as e:
+    except (TrainingError, config_parser.ConfigError, inputpipeline.DatasetError, inputpipeline.SettingsError,
+            ValueError) as e:
         print('Error: {}'.format(e), file=sys.stderr)
         return 1
     return 0

@@ -1,6 +1,7 @@
 """prepare_imagenet.py / make_records.py on a miniature ImageNet (train tar of class tars, flat val tar,
-folder tree): record names and counts, RGB JPEGs at the right size, odd and corrupt files, resuming,
-sharding, order, and train.py reading the records."""
+folder tree): record names and counts, RGB JPEGs at the right size (small images upscaled by default, as
+the original's ImageMagick "256x256^"), odd and corrupt files, resuming, sharding, order, and train.py
+reading the records."""
 import glob
 import io
 import os
@@ -8,7 +9,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 import make_records
 import prepare_imagenet
@@ -37,7 +38,7 @@ def _train_members():
         classes[wnid] = files
     a, b, c = (classes[wnid] for wnid, _, _ in CLASSES)
     a['n01440764_cmyk.JPEG'] = _jpeg(smooth_image(120, 90, 100), mode='CMYK')
-    a['n01440764_small.JPEG'] = _jpeg(smooth_image(60, 50, 101))  # below the target: kept as it is
+    a['n01440764_small.JPEG'] = _jpeg(smooth_image(60, 50, 101))  # below the target: upscaled
     b['n01443537_png.JPEG'] = _jpeg(smooth_image(100, 130, 102), fmt='PNG')  # PNG named .JPEG
     b['n01443537_smallgray.JPEG'] = _jpeg(smooth_image(40, 70, 103), mode='L')  # small and grayscale
     c['n01484850_gray.JPEG'] = _jpeg(smooth_image(200, 90, 104), mode='L')
@@ -101,7 +102,8 @@ def _prepare(source, out, *extra):
 
 
 def _expected_size(w, h):
-    return (w, h) if min(w, h) <= S else make_records.target_size(w, h, S)
+    """prepare_imagenet's default: shorter side exactly S, like ImageMagick's -resize SxS^."""
+    return make_records.target_size(w, h, S)
 
 
 def test_tar_index_reads_members_directly(mini, tmp_path):
@@ -133,7 +135,7 @@ def test_train_tar(mini, tmp_path, capsys):
             assert im.format == 'JPEG' and im.mode == 'RGB'
             sizes.append(im.size)
     assert sorted(sizes) == expected
-    assert mini['originals']['n01440764.tar/n01440764_small.JPEG'] in images  # small RGB JPEG kept as is
+    assert all(min(size) == S for size in sizes)
     # shuffled (default): the first record is not just the first class
     first = _read_records(files[:1])
     assert len({_sizes_of(d) for d in first}) > 1
@@ -233,6 +235,7 @@ def test_make_records_glob(mini, tmp_path, capsys):
     assert sorted(_sizes_of(d) for d in images) == sorted((80, 70 + i) for i in range(6))
     assert all(Image.open(io.BytesIO(d)).format == 'JPEG' for d in images)
     assert make_records.main(['/nonexistent/*.png', out, '--jobs', '1']) == 1
+    assert 'Error: No images' in capsys.readouterr().err
 
 
 def test_convert_image_odd_inputs():
@@ -242,7 +245,7 @@ def test_convert_image_odd_inputs():
     out = make_records.convert_image(buf.getvalue(), shorter_side=S)
     with Image.open(io.BytesIO(out)) as im:
         assert (im.format, im.mode, im.size) == ('JPEG', 'RGB', (80, S))
-    with pytest.raises(Exception):
+    with pytest.raises(UnidentifiedImageError, match='cannot identify image file'):
         make_records.convert_image(b'not an image', shorter_side=S)
     # a big JPEG takes the draft (DCT reduction) path and still ends at exactly the target
     big = _jpeg(np.repeat(np.repeat(smooth_image(100, 150, 2), 8, 0), 8, 1))
@@ -265,3 +268,37 @@ def test_train_reads_the_records(mini, tmp_path, monkeypatch):
     for o in TINY_PC_OVERRIDES:
         args += ['-pco', o]
     assert train.main(args) == 0
+
+
+def test_small_images_are_upscaled_unless_no_upscale(tmp_path, capsys):
+    """The original's recipe (-resize "256x256^") upscales images whose shorter side is under 256; ours
+    does too by default, --no_upscale keeps them; large ones are downscaled either way."""
+    src = tmp_path / 'src'
+    src.mkdir()
+    small, large = _jpeg(smooth_image(150, 200, 1)), _jpeg(smooth_image(400, 600, 2))  # w x h: 200x150, 600x400
+    (src / 'small.JPEG').write_bytes(small)
+    (src / 'large.JPEG').write_bytes(large)
+    (src / 'exact.JPEG').write_bytes(_jpeg(smooth_image(256, 300, 3)))
+
+    def sizes(*extra):
+        out = tmp_path / ('out' + ''.join(extra))
+        argv = [str(src), str(out), '--order', 'sorted', '--jobs', '1', '--no_progress'] + list(extra)
+        assert prepare_imagenet.main(argv) == 0
+        images = _read_records([str(out / 'train' / 'train-00000.tfrecord')])  # exact, large, small
+        return [_sizes_of(d) for d in images], images, out
+    default, _, out = sizes()
+    assert default == [(300, 256), (384, 256), (341, 256)]
+    kept, images, _ = sizes('--no_upscale')
+    assert kept == [(300, 256), (384, 256), (200, 150)]
+    assert images[2] == small  # an RGB JPEG that needs no resizing is kept byte-for-byte
+
+    # records made with the other setting are not mixed with new ones
+    assert prepare_imagenet.main([str(src), str(out), '--jobs', '1', '--no_progress', '--no_upscale']) == 1
+    assert 'upscale: True -> None' in capsys.readouterr().err
+
+    # make_records keeps sizes by default, and upscales only when asked
+    assert make_records.convert_image(small, shorter_side=256) == small
+    with Image.open(io.BytesIO(make_records.convert_image(small, shorter_side=256, upscale=True))) as im:
+        assert (im.format, im.size) == ('JPEG', (341, 256))
+    assert make_records.main([str(src), str(tmp_path / 'm'), '--upscale', '--jobs', '1']) == 1
+    assert 'Error: --upscale needs --shorter_side' in capsys.readouterr().err

@@ -146,3 +146,42 @@ def test_describe_schedule_warns_when_a_network_stopped_learning():
     assert 'Warning' not in fresh
     fixed = config_parser.apply_overrides(pc, ['lr_schedule=FIXED'])
     assert training_helpers.describe_schedule('context model', fixed, 172, 1e-4).endswith('(fixed)')
+
+
+
+def test_env_num_crops_and_threads_reach_the_pipelines(tmp_path, capsys, monkeypatch):
+    """NUM_CROPS_PER_IMG shortens the epoch of the LR schedule (5 images, batches of 2 crops of 1 image: 5
+    steps, not 2) and reaches the train pipeline only; the test pipeline is unshuffled, seeded with 666, 1
+    crop per image; NUM_PREPROCESS_THREADS is the parallelism of both. Bad values are one-line errors.
+    (The model is not built: a stand-in TrainGraph records what it gets and stops the run.)"""
+    import inputpipeline
+    calls = {}
+    real_input_batch = inputpipeline.input_batch
+
+    def recording_input_batch(*args, **kwargs):
+        calls[kwargs['name']] = kwargs
+        return real_input_batch(*args, **kwargs)
+
+    def stop_graph(ae_config, pc_config, x_train, x_test, iterations_per_epoch, data_format):
+        calls['graph'] = dict(x_train=x_train.shape.as_list(), iterations_per_epoch=iterations_per_epoch)
+        raise train.TrainingError('stand-in graph')
+    monkeypatch.setattr(inputpipeline, 'input_batch', recording_input_batch)
+    monkeypatch.setattr(train, 'TrainGraph', stop_graph)
+    monkeypatch.setenv('NUM_CROPS_PER_IMG', '2')
+    monkeypatch.setenv('NUM_PREPROCESS_THREADS', '3')
+    assert train.main(train_args(tmp_path)) == 1
+    assert 'Error: stand-in graph' in capsys.readouterr().err
+    assert calls['graph'] == {'x_train': [2, 32, 32, 3], 'iterations_per_epoch': 5}
+    assert {k: calls['train'][k] for k in ('shuffle', 'num_crops_per_img', 'num_parallel_calls')} == \
+        {'shuffle': True, 'num_crops_per_img': 2, 'num_parallel_calls': 3}
+    assert {k: calls['test'][k] for k in ('shuffle', 'seed', 'num_crops_per_img', 'num_parallel_calls')} == \
+        {'shuffle': False, 'seed': 666, 'num_crops_per_img': 1, 'num_parallel_calls': 3}
+
+    monkeypatch.setenv('NUM_CROPS_PER_IMG', '3')
+    assert train.main(train_args(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert 'Error: batch_size 2 is not divisible by NUM_CROPS_PER_IMG=3' in err and 'Traceback' not in err
+    monkeypatch.setenv('NUM_CROPS_PER_IMG', '1')
+    monkeypatch.setenv('NUM_PREPROCESS_THREADS', 'four')
+    assert train.main(train_args(tmp_path)) == 1
+    assert "Error: $NUM_PREPROCESS_THREADS must be a positive integer, got 'four'" in capsys.readouterr().err
