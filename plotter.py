@@ -351,7 +351,7 @@ def main(argv=None):
     if flags.paper_plot and (flags.metric != 'ms-ssim' or flags.dataset.lower() != 'kodak'):
         log('Warning: --paper_plot: the Fig. 1 curve is MS-SSIM on Kodak; not drawn for {} on {}'.format(
             flags.metric, flags.dataset))
-    root = flags.other_codecs_root or os.environ.get('OTHER_CODECS_ROOT') or 'other_codecs'
+    root = flags.other_codecs_root or rd_curves.default_other_codecs_root()
     wanted = [c.strip() for c in flags.codecs.split(',') if c.strip()] if flags.codecs else None
     codec_dirs = load_codecs(root, flags.dataset, wanted, log)
     grid = bpp_grid(flags.x_range)

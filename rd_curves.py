@@ -360,3 +360,43 @@ def bd_rate(rates_ref, metric_ref, rates_test, metric_test, method='auto'):
             integrals.append(np.trapezoid(np.interp(xs, x, y), xs))
     mean_diff = (integrals[1] - integrals[0]) / (hi - lo)
     return float((np.exp(mean_diff) - 1.) * 100.), method, (float(lo), float(hi))
+
+
+def default_other_codecs_root():
+    return os.environ.get('OTHER_CODECS_ROOT') or 'other_codecs'
+
+
+def load_codec_distances(other_codecs_root, dataset):
+    """{codec: {metric: CodecDistance}} of the codecs measured on the dataset (may be empty); says which
+    codecs cannot be used and why."""
+    usable, unusable = codec_distances(other_codecs_root, dataset)
+    for name, why in sorted(unusable.items()):
+        print('Note: no distance to {}: {}'.format(name, why))
+    if not usable and not unusable:
+        print('Note: no classical codec curves for {!r} in {} (run other_codecs.py): no distances logged'.format(
+            dataset, os.path.join(other_codecs_root, '<codec>_' + dataset)))
+    return usable
+
+
+def distance_scalars(prefix, means, codec_distances):
+    """TensorBoard scalars <prefix>/distance_<codec>_<metric> of a point's distance to every codec, and one
+    console line per codec.
+
+    means: {'bpp': .., 'ms-ssim': .., 'psnr': ..}; like the original, val.py passes the means over the
+    images, train.py the test batch's values. A metric whose bpp lies outside the codec's averaged curve
+    is left out."""
+    scalars, lines = {}, []
+    for name in sorted(codec_distances):
+        d = {m: codec_distances[name][m].distance(means['bpp'], means[m]) for m in METRICS}
+        for m, v in d.items():
+            if v is not None:
+                scalars['{}/distance_{}_{}'.format(prefix, name, m)] = v
+        if all(v is None for v in d.values()):
+            lo, hi = codec_distances[name]['ms-ssim'].bpp_range
+            lines.append('Distance to {}: n/a, mean bpp {:.4f} is outside its curve ({:.3f}..{:.3f} bpp)'.format(
+                name, means['bpp'], lo, hi))
+        else:
+            lines.append('Distance to {}: {} ms-ssim // {} psnr'.format(
+                name, 'n/a' if d['ms-ssim'] is None else '{:.4f}'.format(d['ms-ssim']),
+                'n/a' if d['psnr'] is None else '{:.3f}'.format(d['psnr'])))
+    return scalars, lines

@@ -28,6 +28,7 @@ import inputpipeline
 from inference import AE_CONFIG_COPY, PC_CONFIG_COPY  # where val.py and codec.py look for them
 import logdir_helpers
 import probclass
+import rd_curves
 import saver as saver_lib
 import training_helpers
 from tf_helpers import tf, create_session, default_data_format
@@ -48,6 +49,12 @@ def parse_args(argv=None):
                         '(TFRecords in $RECORDS_ROOT/train). Default: %(default)s')
     p.add_argument('--dataset_test', '-dtest', default='imgnet_test',
                    help='like --dataset_train; imgnet_test = $RECORDS_ROOT/val. Default: %(default)s')
+    p.add_argument('--dataset_codec_distance', '-dcodec', default='testset',
+                   help='log the test batch\'s distance to the classical codecs that other_codecs.py measured on '
+                        'this dataset (test/distance_<codec>_ms-ssim and _psnr; the original: BPG only); curves '
+                        'are read from --other_codecs_root. Default: %(default)s')
+    p.add_argument('--other_codecs_root', default=None,
+                   help='default: $OTHER_CODECS_ROOT, else other_codecs')
     p.add_argument('--log_dir_root', '-o', default='logs', help='Default: %(default)s')
     p.add_argument('--log_interval_train', '-ltrain', type=int, default=100,
                    help='steps between train log lines and summaries. Default: %(default)s')
@@ -241,10 +248,17 @@ def _describe_ckpt(step, saver):
     return 'step {} in {}'.format(step, saver.ckpt_dir) if step is not None else 'none (no checkpoint was written yet)'
 
 
-def _fmt_test(itr, r):
+def _test_point(r):
+    return {'bpp': float(r['bpp']), 'ms-ssim': float(r['ms_ssim']), 'psnr': float(r['psnr'])}
+
+
+def _fmt_test(itr, r, distances):
     centers = np.array2string(np.asarray(r['centers']), precision=3, separator=', ')
-    return '{}: test ms_ssim={:.4f}, psnr={:.2f}, bpp={:.4f}, centers={}'.format(
-        itr, r['ms_ssim'], r['psnr'], r['bpp'], centers)
+    # d_<codec>: MS-SSIM above the codec at this bpp (the original printed d_BPG)
+    d = ''.join(', d_{}={:.4f}'.format(tag.split('/distance_')[1][:-len('_ms-ssim')], v)
+                for tag, v in sorted(distances.items()) if tag.endswith('_ms-ssim'))
+    return '{}: test ms_ssim={:.4f}, psnr={:.2f}, bpp={:.4f}{}, centers={}'.format(
+        itr, r['ms_ssim'], r['psnr'], r['bpp'], d, centers)
 
 
 def train(flags):
@@ -279,6 +293,9 @@ def _train(flags, stop):
         ae_config.batch_size // env.num_crops_per_img, env.num_crops_per_img)
     print('Log dir: {}\n{} training images ({} per epoch at batch {}{}), data format {}'.format(
         log_dir, ds_train.num_images, itr_per_epoch, ae_config.batch_size, crops, data_format))
+    codec_distances = (rd_curves.load_codec_distances(
+        flags.other_codecs_root or rd_curves.default_other_codecs_root(), flags.dataset_codec_distance)
+        if ds_test else {})
     writer = tf.summary.FileWriter(log_dir, graph=tf.get_default_graph())
     saver = saver_lib.Saver(log_dir, keep_checkpoint_every_n_hours=flags.ckpt_interval)
     job_id = logdir_helpers.log_date_from_log_dir(log_dir)
@@ -321,7 +338,10 @@ def _train(flags, stop):
                                         'stopping. The last good checkpoint is {}'.format(
                                             itr, _describe_ckpt(last_saved, saver)))
                 writer.add_summary(tr['summary'], itr)
-                print(_fmt_test(itr, tr), flush=True)
+                distances, _ = rd_curves.distance_scalars('test', _test_point(tr), codec_distances)
+                writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=k, simple_value=v)
+                                                     for k, v in distances.items()]), itr)
+                print(_fmt_test(itr, tr, distances), flush=True)
             restored = None
             if itr % flags.log_interval_save == 0 or done or stop.signal:
                 saver.save(sess, itr)

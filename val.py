@@ -182,39 +182,6 @@ def log_scalars(writer, step, scalars):
     writer.flush()
 
 
-def load_codec_distances(other_codecs_root, dataset):
-    """{codec: {metric: rd_curves.CodecDistance}} of the codecs measured on the dataset (may be empty)."""
-    usable, unusable = rd_curves.codec_distances(other_codecs_root, dataset)
-    for name, why in sorted(unusable.items()):
-        print('Note: no distance to {}: {}'.format(name, why))
-    if not usable and not unusable:
-        print('Note: no classical codec curves for {!r} in {} (run other_codecs.py): no distances logged'.format(
-            dataset, os.path.join(other_codecs_root, '<codec>_' + dataset)))
-    return usable
-
-
-def distance_scalars(dataset, means, codec_distances):
-    """TensorBoard scalars of our means' distance to every codec, and one console line per codec.
-
-    Like the original, the point is (mean bpp estimate, mean metric) over the images; a metric whose mean
-    bpp lies outside the codec's averaged curve is left out."""
-    scalars, lines = {}, []
-    for name in sorted(codec_distances):
-        d = {m: codec_distances[name][m].distance(means['bpp'], means[m]) for m in rd_curves.METRICS}
-        for m, v in d.items():
-            if v is not None:
-                scalars['val/{}/distance_{}_{}'.format(dataset, name, m)] = v
-        if all(v is None for v in d.values()):
-            lo, hi = codec_distances[name]['ms-ssim'].bpp_range
-            lines.append('Distance to {}: n/a, mean bpp {:.4f} is outside its curve ({:.3f}..{:.3f} bpp)'.format(
-                name, means['bpp'], lo, hi))
-        else:
-            lines.append('Distance to {}: {} ms-ssim // {} psnr'.format(
-                name, 'n/a' if d['ms-ssim'] is None else '{:.4f}'.format(d['ms-ssim']),
-                'n/a' if d['psnr'] is None else '{:.3f}'.format(d['psnr'])))
-    return scalars, lines
-
-
 # Measuring -------------------------------------------------------------------------------------------
 
 def measure_image(model, img, real_bpp, coder):
@@ -260,7 +227,7 @@ def validate_ckpt(model, paths, out_dir, dataset, flags, is_latest, writer, code
     target = MEASURES if is_latest else 'measures-{}.csv'.format(model.step)
     write_measures(os.path.join(out_dir, target), rows, columns)
     scalars = {'val/{}/avg_{}'.format(dataset, k.replace('-', '_')): v for k, v in means.items()}
-    dist_scalars, dist_lines = distance_scalars(dataset, means, codec_distances or {})
+    dist_scalars, dist_lines = rd_curves.distance_scalars('val/' + dataset, means, codec_distances or {})
     scalars.update(dist_scalars)
     log_scalars(writer, model.step, scalars)
     print('{} ckpt {} on {} ({} images): {}'.format(os.path.basename(model.log_dir), model.step, dataset,
@@ -327,8 +294,8 @@ def main(argv=None):
         job_ids = [j.strip() for j in flags.job_ids.replace(';', ',').split(',') if j.strip()]
         if not job_ids:
             raise ValError('No job ids given')
-        other_codecs_root = flags.other_codecs_root or os.environ.get('OTHER_CODECS_ROOT') or 'other_codecs'
-        codec_distances = load_codec_distances(other_codecs_root, dataset)
+        other_codecs_root = flags.other_codecs_root or rd_curves.default_other_codecs_root()
+        codec_distances = rd_curves.load_codec_distances(other_codecs_root, dataset)
         for job_id in job_ids:
             validate_job(flags.log_dir_root, job_id, paths, dataset, flags, codec_distances)
     except (ValError, codec.CodecError, images.ImageError, inference.ModelError, ValueError) as e:

@@ -185,3 +185,30 @@ def test_env_num_crops_and_threads_reach_the_pipelines(tmp_path, capsys, monkeyp
     monkeypatch.setenv('NUM_PREPROCESS_THREADS', 'four')
     assert train.main(train_args(tmp_path)) == 1
     assert "Error: $NUM_PREPROCESS_THREADS must be a positive integer, got 'four'" in capsys.readouterr().err
+
+
+def test_test_batch_distance_to_codecs(tmp_path, capsys):
+    """-dcodec: the test batch's (bpp, MS-SSIM, PSNR) against each codec's averaged curve on that dataset, as
+    the original's d_BPG. The codec here is a straight line, so the expected distance is known from the
+    printed test values."""
+    from helpers import write_codec_curves
+    codecs_root = tmp_path / 'codecs'
+    line = [(0.0, 0.5, 20.), (4.0, 0.9, 40.)]  # MS-SSIM 0.5 + 0.1 bpp; PSNR 20 + 5 bpp
+    write_codec_curves(codecs_root, 'bpg', 'mine', {'a': line, 'b': line})
+    args = train_args(tmp_path, '--max_steps', '3', '-dcodec', 'mine', '--other_codecs_root', str(codecs_root))
+    # the grid of the codec curves is 0.1..1.4 bpp, which covers the tiny model's rate (< 0.33 bpp)
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    (test_line,) = [l for l in out.splitlines() if l.startswith('3: test')]
+    fields = dict(kv.split('=') for kv in test_line.split('centers=')[0][len('3: test '):].rstrip(', ').split(', '))
+    bpp, msssim = float(fields['bpp']), float(fields['ms_ssim'])
+    assert float(fields['d_bpg']) == pytest.approx(msssim - (0.5 + 0.1 * bpp), abs=2e-4)
+    (log_dir,) = _only_log_dir(tmp_path)
+    values = {v.tag: v.simple_value for e in tf.train.summary_iterator(glob.glob(os.path.join(log_dir, 'events.*'))[0])
+              for v in e.summary.value if 'distance' in v.tag}
+    assert set(values) == {'test/distance_bpg_ms-ssim', 'test/distance_bpg_psnr'}
+    assert values['test/distance_bpg_ms-ssim'] == pytest.approx(float(fields['d_bpg']), abs=1e-4)
+    # no curves for the default dataset: a note, no distance
+    assert train.main(train_args(tmp_path / 'again', '--max_steps', '1', '--other_codecs_root', str(codecs_root))) == 0
+    out = capsys.readouterr().out
+    assert "no classical codec curves for 'testset'" in out and 'd_' not in out.split('test ms_ssim')[1]
