@@ -23,9 +23,16 @@ import images
 import symbol_coder
 
 MAGIC = b'CPMC'  # Conditional Probability Models Codec
-VERSION = 1
+# 1: the CRC-32 covers the payload only; 2: it covers the header (all fields before it) and the payload,
+# so that a damaged size field cannot decode to an image of the wrong size.
+VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _HEADER = struct.Struct('<4sBBBB8sIIII')  # magic, version, coder, block rows, block cols, fingerprint,
 HEADER_BYTES = _HEADER.size              # height, width, payload length, crc32
+_CRC_OFFSET = HEADER_BYTES - 4
+# Refused before anything is allocated: a side beyond JPEG's limit, or more pixels than any photo has.
+MAX_SIDE = 65535
+MAX_PIXELS = 1 << 29
 _CODER_IDS = {'fast': 0, 'python': 1}
 SHIPPED_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ckpts')
 
@@ -48,11 +55,16 @@ def symbol_volume_shape(model, height, width):
 def encode_image(model, img, coder='fast', blocks=(1, 1)):
     """uint8 H x W x 3 -> file bytes."""
     h, w = img.shape[:2]
+    grid = (-(-h // images.SUBSAMPLING), -(-w // images.SUBSAMPLING))
+    if blocks[0] > grid[0] or blocks[1] > grid[1]:
+        raise CodecError('--blocks {}x{} is more than the {}x{} symbol grid of a {}x{} image (one symbol per '
+                         '{} x {} pixels)'.format(blocks[0], blocks[1], grid[0], grid[1], w, h,
+                                                  images.SUBSAMPLING, images.SUBSAMPLING))
     symbols = model.run(images.pad_to_multiple(img), model.g.symbols)[0]
     payload = symbol_coder.encode_blocks(symbols, model.fixed_point_pc, coder, blocks)
     header = _HEADER.pack(MAGIC, VERSION, _CODER_IDS[coder], blocks[0], blocks[1], model.fingerprint,
-                          h, w, len(payload), zlib.crc32(payload))
-    return header + payload
+                          h, w, len(payload), 0)[:_CRC_OFFSET]
+    return header + struct.pack('<I', zlib.crc32(payload, zlib.crc32(header))) + payload
 
 
 def parse_header(data):
@@ -63,17 +75,28 @@ def parse_header(data):
     magic, version, coder_id, rows, cols, fingerprint, h, w, n, crc = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CodecError('Not a compressed image of this codec (magic {!r}, expected {!r})'.format(magic, MAGIC))
-    if version != VERSION:
-        raise CodecError('Unsupported file version {} (this codec reads version {})'.format(version, VERSION))
-    coders = {v: k for k, v in _CODER_IDS.items()}
-    if coder_id not in coders or rows < 1 or cols < 1 or h < 1 or w < 1:
-        raise CodecError('Corrupt header')
+    if version not in _READABLE_VERSIONS:
+        raise CodecError('Unsupported file version {} (this codec reads versions {})'.format(
+            version, ', '.join(map(str, _READABLE_VERSIONS))))
     payload = data[HEADER_BYTES:]
     if len(payload) != n:
         raise CodecError('Truncated or padded file: payload has {} bytes, the header says {}'.format(
             len(payload), n))
-    if zlib.crc32(payload) != crc:
-        raise CodecError('Corrupt file: payload checksum mismatch')
+    covered = zlib.crc32(data[:_CRC_OFFSET]) if version >= 2 else 0
+    if zlib.crc32(payload, covered) != crc:
+        raise CodecError('Corrupt file: checksum mismatch ({})'.format(
+            'header or payload' if version >= 2 else 'payload'))
+    # Checked after the CRC too: a version-1 file's header is not covered by it.
+    coders = {v: k for k, v in _CODER_IDS.items()}
+    if coder_id not in coders:
+        raise CodecError('Corrupt header: unknown coder id {}'.format(coder_id))
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and h * w <= MAX_PIXELS):
+        raise CodecError('Corrupt header: image size {}x{} is outside 1..{} per side / {} pixels'.format(
+            w, h, MAX_SIDE, MAX_PIXELS))
+    grid = (-(-h // images.SUBSAMPLING), -(-w // images.SUBSAMPLING))
+    if not (1 <= rows <= grid[0] and 1 <= cols <= grid[1]):
+        raise CodecError('Corrupt header: a {}x{} block grid does not fit the {}x{} symbol grid'.format(
+            rows, cols, *grid))
     return dict(coder=coders[coder_id], blocks=(rows, cols), fingerprint=fingerprint, height=h, width=w,
                 payload=payload)
 

@@ -51,6 +51,12 @@ def to_uint8(x):
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
+def _umask():
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data):
     """Writes data to path via a temporary file in the same directory, so that a crash never leaves a
     partial file."""
@@ -60,6 +66,7 @@ def atomic_write_bytes(path, data):
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

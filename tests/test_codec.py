@@ -1,5 +1,8 @@
 """codec.py: exact round trips through both coders, block coding, the file format's error cases."""
 import os
+import stat
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -86,6 +89,7 @@ def _encoded(model, tmp_path):
     (lambda d: b'GIF8' + d[4:], 'Not a compressed image'),
     (lambda d: d[:4] + bytes([99]) + d[5:], 'version'),
     (lambda d: d[:-1] + bytes([d[-1] ^ 0x55]), 'checksum'),
+    (lambda d: d[:16] + bytes([d[16] ^ 1]) + d[17:], 'checksum'),  # height: covered by the checksum
 ])
 def test_bad_files_are_rejected(model, tmp_path, mutate, message):
     data = mutate(_encoded(model, tmp_path))
@@ -127,3 +131,73 @@ def test_cli_round_trip_and_errors(model, tmp_path, capsys):
     assert codec.main(['encode', model.log_dir, os.path.join(str(tmp_path), 'nope.png'), '-o', f]) == 1
     assert codec.main(['decode', f, '-o', out2, '--model', os.path.join(str(tmp_path), 'nomodel')]) == 1
     assert 'Cannot load model' in capsys.readouterr().err
+
+
+def _reference_output(model, data):
+    return codec.decode_image(model, data)
+
+
+def test_every_damaged_file_fails_cleanly_or_decodes_exactly(model):
+    """Every bit of the header flipped, bits at many payload offsets flipped, the file cut at many lengths:
+    each is a CodecError with a one-line message, or decodes to exactly the original output. Catches a
+    size field that decodes to an image of the wrong size, and any exception other than CodecError."""
+    data = _encoded(model, None)
+    expected = _reference_output(model, data)
+    rng = np.random.RandomState(0)
+    payload_bits = 8 * (len(data) - codec.HEADER_BYTES)
+    flips = list(range(8 * codec.HEADER_BYTES)) + sorted(
+        8 * codec.HEADER_BYTES + rng.choice(payload_bits, min(payload_bits, 64), replace=False))
+    damaged = [data[:b // 8] + bytes([data[b // 8] ^ (1 << (b % 8))]) + data[b // 8 + 1:] for b in flips]
+    damaged += [data[:n] for n in range(0, len(data), max(1, len(data) // 40))]
+    refused = 0
+    for d in damaged:
+        try:
+            out = codec.decode_image(model, d)
+        except codec.CodecError as e:
+            assert '\n' not in str(e) and str(e)
+            refused += 1
+            continue
+        np.testing.assert_array_equal(out, expected)
+    assert refused == len(damaged)  # with the CRC over header and payload, every single-bit flip is caught
+
+
+def test_huge_size_is_refused_before_allocating(model):
+    """A version-1 file (CRC over the payload only) whose height says 2**31: refused from the header,
+    not 'Unable to allocate'."""
+    data = _encoded(model, None)
+    fields = list(struct.unpack_from('<4sBBBB8sIIII', data))
+    fields[1], fields[6] = 1, 1 << 31
+    fields[9] = zlib.crc32(data[codec.HEADER_BYTES:])
+    v1 = struct.pack('<4sBBBB8sIIII', *fields) + data[codec.HEADER_BYTES:]
+    with pytest.raises(codec.CodecError, match='image size'):
+        codec.decode_image(model, v1)
+
+
+def test_version_1_files_still_decode(model):
+    """Files written before the header was covered by the checksum decode as before."""
+    data = _encoded(model, None)
+    fields = list(struct.unpack_from('<4sBBBB8sIIII', data))
+    fields[1], fields[9] = 1, zlib.crc32(data[codec.HEADER_BYTES:])
+    v1 = struct.pack('<4sBBBB8sIIII', *fields) + data[codec.HEADER_BYTES:]
+    np.testing.assert_array_equal(codec.decode_image(model, v1), _reference_output(model, data))
+
+
+def test_blocks_larger_than_the_symbol_grid_are_refused(model):
+    img = smooth_image(24, 40, seed=5)  # symbol grid 3 x 5
+    with pytest.raises(codec.CodecError, match='more than the 3x5 symbol grid'):
+        codec.encode_image(model, img, blocks=(4, 1))
+    data = codec.encode_image(model, img, blocks=(3, 5))
+    np.testing.assert_array_equal(codec.decode_image(model, data), _reference_output(model, codec.encode_image(model, img)))
+
+
+def test_written_files_get_the_users_umask(model, tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = str(tmp_path / 'out.png')
+        images.save_png(path, smooth_image(8, 8))
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        os.umask(0o077)
+        images.save_png(path, smooth_image(8, 8))
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        os.umask(old)
