@@ -4,7 +4,8 @@
     python codec.py encode MODEL_DIR IMAGE -o FILE [--coder fast|python] [--blocks RxC]
     python codec.py decode FILE -o IMAGE [--model MODEL_DIR]
 
-MODEL_DIR is a training log dir (the default is the shipped middle model). The file holds a header
+MODEL_DIR is a training log dir (the default is the shipped middle model). Without --model, decode uses the
+shipped model that encoded the file (found by the fingerprint in the header). The file holds a header
 (magic, version, coder, block grid, model fingerprint, image size, payload length, CRC-32) and the
 arithmetic-coded symbol volume. Decoding with another model than the one that encoded is refused.
 """
@@ -141,9 +142,64 @@ def _load_model(model_dir):
         raise CodecError('Cannot load model {}: {}'.format(model_dir, e)) from None
 
 
+def find_model_for(fingerprint, root=None):
+    """The model in root (default: the shipped models) whose fingerprint is the given one, loaded.
+
+    Fingerprints are cached next to each model's checkpoint (inference.cached_fingerprint), so usually only
+    the matching model is loaded. A cache only rules models out: the model returned is one whose fingerprint,
+    computed when it was loaded, matches; and before giving up, the models the caches ruled out are loaded
+    too, in case a cache predates a change of the code. CodecError naming the models tried if none matches.
+    """
+    import inference
+    import saver as saver_lib
+    from tf_helpers import tf
+    root = root or SHIPPED_MODELS
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        names = []
+    dirs = [os.path.join(root, n) for n in names
+            if saver_lib.all_ckpt_steps(saver_lib.ckpt_dir_of(os.path.join(root, n)))]  # not val.py's outputs
+    if not dirs:
+        raise CodecError('No --model given, and no models (log dirs with checkpoints) in {}'.format(root))
+    # most files come from the default model: without caches, it is the one worth loading first
+    default = os.path.normpath(default_model_dir())
+    dirs.sort(key=lambda d: os.path.normpath(d) != default)
+    tried = {}
+
+    def load_if_it_matches(d):
+        try:
+            model = inference.Model(d)
+        except (ValueError, OSError, tf.errors.OpError) as e:  # a broken model must not hide the others
+            tried[d] = 'cannot load: {}'.format(' '.join(str(e).split()))
+            return None
+        inference.save_fingerprint(model)
+        tried[d] = 'fingerprint {}'.format(model.fingerprint.hex())
+        if model.fingerprint == fingerprint:
+            return model
+        model.close()
+        return None
+
+    ruled_out = []
+    for d in dirs:
+        cached = inference.cached_fingerprint(d)
+        if cached is not None and cached != fingerprint:
+            ruled_out.append(d)
+            tried[d] = 'fingerprint {}'.format(cached.hex())
+            continue
+        model = load_if_it_matches(d)
+        if model is not None:
+            return model
+    for d in ruled_out:
+        model = load_if_it_matches(d)
+        if model is not None:
+            return model
+    raise CodecError('No model in {} encoded this file (fingerprint {}); tried {}. Give the model that did with '
+                     '--model'.format(root, fingerprint.hex(), ', '.join(
+                         '{!r} ({})'.format(os.path.basename(d), tried[d]) for d in sorted(tried))))
+
+
 def cmd_encode(flags):
-    if not os.path.isfile(flags.image):
-        raise CodecError('No such image: {}'.format(flags.image))
     try:
         img, note = images.load_rgb(flags.image)
     except images.ImageError as e:
@@ -165,8 +221,12 @@ def cmd_decode(flags):
             data = f.read()
     except OSError as e:
         raise CodecError('Cannot read {}: {}'.format(flags.file, e)) from None
-    parse_header(data)  # fail fast, before loading a model
-    model = _load_model(flags.model)
+    hdr = parse_header(data)  # fail fast, before loading a model
+    if flags.model:
+        model = _load_model(flags.model)
+    else:
+        model = find_model_for(hdr['fingerprint'])
+        print('Model: {} (the one that encoded this file)'.format(model.log_dir), file=sys.stderr)
     t0 = time.time()
     img = decode_image(model, data)
     images.save_png(flags.output, img)
@@ -191,12 +251,11 @@ def parse_args(argv):
     dec.add_argument('file')
     dec.add_argument('-o', '--output', required=True, help='PNG to write')
     dec.add_argument('--model', default=None,
-                     help='model log dir (must be the encoding model; default: the shipped middle model)')
+                     help='model log dir (must be the encoding model; default: the shipped model whose '
+                          'fingerprint the file carries)')
     flags = p.parse_args(argv)
     if flags.command == 'encode' and flags.model_dir is None:
         flags.model_dir = default_model_dir()
-    if flags.command == 'decode' and flags.model is None:
-        flags.model = default_model_dir()
     return flags
 
 

@@ -6,12 +6,14 @@ train.py writes into the log dir (`ae_config`, `pc_config`), or else recovered f
 authors' released checkpoints load too.
 """
 import hashlib
+import json
 import os
 
 import numpy as np
 
 import config_parser
 import fixed_point_pc
+import images
 import logdir_helpers
 import model_graph
 import saver as saver_lib
@@ -111,3 +113,51 @@ class Model(object):
 
     def close(self):
         self.sess.close()
+
+
+# The fingerprint without building the model ------------------------------------------------------------
+
+FINGERPRINT_CACHE = 'fingerprint.json'  # in the checkpoint dir
+
+
+def _fingerprint_cache_key(log_dir):
+    """(path of the cache file, key). The key hashes what the fingerprint is computed from, the configs and
+    the latest checkpoint's files, by content: it holds in any copy of the model (a fresh clone, another
+    machine, where mtimes differ) and goes stale when a config or the checkpoint changes."""
+    ckpt_dir = saver_lib.ckpt_dir_of(log_dir)
+    step = saver_lib.select_ckpt_step(ckpt_dir)
+    h = hashlib.sha256()
+    for config in load_configs(log_dir):
+        h.update(config.to_text().encode() + b'\0')
+    prefix = os.path.basename(saver_lib.ckpt_path(ckpt_dir, step)) + '.'  # ckpt-<step>.index, .data-*
+    for name in sorted(n for n in os.listdir(ckpt_dir) if n.startswith(prefix)):
+        path = os.path.join(ckpt_dir, name)
+        h.update('{}\0{}\0'.format(name, os.path.getsize(path)).encode())
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                h.update(block)
+    return os.path.join(ckpt_dir, FINGERPRINT_CACHE), '{}:{}'.format(step, h.hexdigest())
+
+
+def cached_fingerprint(log_dir):
+    """The fingerprint of the model in log_dir (its latest checkpoint) as save_fingerprint wrote it, or None
+    when there is none or it is stale. Reads the checkpoint files, builds no graph."""
+    try:
+        with open(os.path.join(saver_lib.ckpt_dir_of(log_dir), FINGERPRINT_CACHE)) as f:
+            saved = json.load(f)
+        if saved['key'] == _fingerprint_cache_key(log_dir)[1]:
+            return bytes.fromhex(saved['fingerprint'])
+    except (OSError, ValueError, KeyError, TypeError):  # none, unreadable, or not a model dir
+        pass
+    return None
+
+
+def save_fingerprint(model):
+    """Caches model.fingerprint next to its checkpoint for cached_fingerprint, when the model holds the latest
+    checkpoint. Models in directories that cannot be written to are left without a cache."""
+    try:
+        path, key = _fingerprint_cache_key(model.log_dir)
+        if key.split(':')[0] == str(model.step):
+            images.atomic_write_bytes(path, json.dumps({'key': key, 'fingerprint': model.fingerprint.hex()}).encode())
+    except (OSError, ValueError):
+        pass

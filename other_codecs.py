@@ -3,8 +3,9 @@
     python other_codecs.py IMAGES [--codecs jpeg,jpeg444,webp,jpeg2000,avif] [--out OTHER_CODECS_ROOT]
                                   [--jobs N] [--dataset NAME] [--qualities CODEC=Q1,Q2,...]
 
-IMAGES is a directory of images or an (escaped) glob of PIL-readable images; every image is converted to
-8-bit RGB and compressed at a grid of settings per codec:
+IMAGES is a directory of images or an (escaped) glob of PIL-readable images; every image is read as val.py
+and codec.py read it (images.load_rgb: EXIF orientation applied, 16-bit scaled by 255/65535, alpha dropped,
+...) and compressed at a grid of settings per codec:
 
 * jpeg:      Pillow JPEG, 4:2:0 chroma subsampling (Pillow's default), quality grid;
 * jpeg444:   Pillow JPEG without chroma subsampling (subsampling=0), quality grid;
@@ -48,6 +49,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 from PIL import Image, features
 
+import images as images_lib
 import ms_ssim_np
 import rd_curves
 
@@ -169,17 +171,6 @@ def codec_unavailable_reason(codec):
 # Measuring ------------------------------------------------------------------------------------------------
 
 
-def load_rgb(path):
-    """The image as 8-bit RGB HxWx3 uint8 (16-bit images are scaled down to 8 bit)."""
-    with Image.open(path) as img:
-        img.load()
-        if img.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
-            arr = np.asarray(img, dtype=np.float64)
-            scale = 257. if img.mode.startswith('I;16') or arr.max() > 255 else 1.
-            img = Image.fromarray(np.clip(np.round(arr / scale), 0, 255).astype(np.uint8))
-        return np.ascontiguousarray(np.asarray(img.convert('RGB'), dtype=np.uint8))
-
-
 def measure_point(rgb, decoded, num_bytes):
     """(bpp, ssim, msssim, psnr) of one decoded image; bpp = 8 * whole file bytes / pixels."""
     if decoded.shape != rgb.shape:
@@ -196,11 +187,14 @@ def _fmt(x, digits):
 
 
 def measure_image(codec, img_path, out_csv, grid):
-    """Compresses one image at every grid setting and writes its CSV. Returns a status string."""
+    """Compresses one image at every grid setting and writes its CSV.
+
+    :return: (status 'ok' or 'error', CSV path or message, what reading the image converted or None)
+    """
     try:
-        rgb = load_rgb(img_path)
-    except Exception as e:  # noqa: BLE001 - any decoder error means "unreadable"
-        return 'error', 'Skipping unreadable image {}: {}: {}'.format(img_path, type(e).__name__, e)
+        rgb, note = images_lib.load_rgb(img_path)
+    except images_lib.ImageError as e:
+        return 'error', 'Skipping unreadable image {}: {}'.format(img_path, e.reason), None
     rows = []
     try:
         for q in grid:
@@ -208,9 +202,9 @@ def measure_image(codec, img_path, out_csv, grid):
             bpp, ssim, msssim, psnr = measure_point(rgb, decoded, len(data))
             rows.append(['{:g}'.format(q), _fmt(bpp, 6), _fmt(ssim, 6), _fmt(msssim, 6), _fmt(psnr, 4)])
     except Exception as e:  # noqa: BLE001 - report, keep going with the other images
-        return 'error', '{} failed on {} (setting {}): {}: {}'.format(codec, img_path, q, type(e).__name__, e)
+        return 'error', '{} failed on {} (setting {}): {}: {}'.format(codec, img_path, q, type(e).__name__, e), note
     rd_curves.write_csv_atomic(out_csv, rd_curves.CODEC_CSV_HEADER, rows)
-    return 'ok', out_csv
+    return 'ok', out_csv, note
 
 
 def _measure_task(args):
@@ -275,11 +269,10 @@ def run(images, codecs=ALL_CODECS, out_root=None, jobs=2, dataset=None, grids=No
     readable = []
     for p in paths:  # header check once here, so an unreadable image is reported once, not per codec
         try:
-            with Image.open(p):
-                pass
+            images_lib.check_readable(p)
             readable.append(p)
-        except Exception as e:  # noqa: BLE001
-            log('Skipping unreadable image {}: {}: {}'.format(p, type(e).__name__, e))
+        except images_lib.ImageError as e:
+            log('Skipping unreadable image {}: {}'.format(p, e.reason))
     paths = readable
     tasks = []
     for codec in codecs:
@@ -301,8 +294,13 @@ def run(images, codecs=ALL_CODECS, out_root=None, jobs=2, dataset=None, grids=No
     progress = tqdm(total=len(tasks), unit='img', file=sys.stderr, disable=not tasks) if tqdm else None
     say = progress.write if (progress is not None and log is print) else log
 
-    def done(result, codec):
-        status, msg = result
+    noted = set()
+
+    def done(result, codec, img_path):
+        status, msg, note = result
+        if note and img_path not in noted:  # once per image, not once per codec
+            noted.add(img_path)
+            say('Note: {}: {}'.format(img_path, note))
         if status == 'ok':
             written[codec] = written.get(codec, 0) + 1
         else:
@@ -312,12 +310,12 @@ def run(images, codecs=ALL_CODECS, out_root=None, jobs=2, dataset=None, grids=No
 
     if jobs <= 1 or len(tasks) <= 1:
         for t in tasks:
-            done(_measure_task(t), t[0])
+            done(_measure_task(t), t[0], t[1])
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(_measure_task, t): t for t in tasks}
             for fut in as_completed(futures):
-                done(fut.result(), futures[fut][0])
+                done(fut.result(), futures[fut][0], futures[fut][1])
     if progress is not None:
         progress.close()
     return written

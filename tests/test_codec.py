@@ -231,3 +231,135 @@ def test_golden_files_decode_identically_on_this_machine():
             assert diff.max() <= 1 and np.mean(diff > 0) <= 1e-3, name
     finally:
         m.close()
+
+
+# decode without --model: the model is found by the file's fingerprint -------------------------------------
+
+MODEL_NAME = '0101_1200 cvpr@low cvpr@res_shallow'  # the `model` fixture's
+OTHER_NAMES = ('0101_1100 cvpr@low cvpr@res_shallow', '0101_1300 cvpr@low cvpr@res_shallow')
+
+
+@pytest.fixture(scope='module')
+def other_models(tmp_path_factory):
+    """Two models other than `model` (other weights), made once."""
+    root = tmp_path_factory.mktemp('others')
+    return [make_model_dir(root, name=name, seed=seed) for name, seed in zip(OTHER_NAMES, (1, 2))]
+
+
+def _models_root(tmp_path, log_dirs):
+    """A directory like ckpts/: copies of the model dirs, next to a val.py output dir and a stray file."""
+    import shutil
+    root = tmp_path / 'models'
+    root.mkdir()
+    for d in log_dirs:
+        shutil.copytree(d, str(root / os.path.basename(d)))
+    (root / '0101_1200 kodak').mkdir()
+    (root / '0101_1200 kodak' / 'measures.csv').write_text('img_name,bpp\n')
+    (root / 'README').write_text('models\n')
+    return str(root)
+
+
+def _counting_model_loads(monkeypatch):
+    loaded = []
+    real = inference.Model
+
+    def model(log_dir, *args, **kwargs):
+        loaded.append(os.path.basename(log_dir))
+        return real(log_dir, *args, **kwargs)
+    monkeypatch.setattr(inference, 'Model', model)
+    return loaded
+
+
+def _write_encoded(model, tmp_path):
+    data = _encoded(model, None)
+    path = str(tmp_path / 'x.cpm')
+    with open(path, 'wb') as f:
+        f.write(data)
+    return path, data
+
+
+def test_decode_finds_the_files_model_among_several(model, other_models, tmp_path, monkeypatch, capsys):
+    """The model is found among three, the output is what that model decodes, and the second time the
+    cached fingerprints rule the other models out without loading them (only the file's model is loaded)."""
+    root = _models_root(tmp_path, [model.log_dir] + other_models)
+    monkeypatch.setattr(codec, 'SHIPPED_MODELS', root)
+    f, data = _write_encoded(model, tmp_path)
+    out = str(tmp_path / 'out.png')
+    loaded = _counting_model_loads(monkeypatch)
+    assert codec.main(['decode', f, '-o', out]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), _reference_output(model, data))
+    assert MODEL_NAME in capsys.readouterr().err
+    assert loaded == [OTHER_NAMES[0], MODEL_NAME]  # in order, up to the match
+    for name in loaded:
+        assert os.path.isfile(os.path.join(root, name, 'ckpts', inference.FINGERPRINT_CACHE))
+    del loaded[:]
+    os.remove(out)
+    assert codec.main(['decode', f, '-o', out]) == 0
+    assert loaded == [MODEL_NAME]
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), _reference_output(model, data))
+
+
+def test_decode_without_a_matching_model_names_the_models_tried(model, other_models, tmp_path, monkeypatch,
+                                                                 capsys):
+    root = _models_root(tmp_path, other_models)
+    broken = os.path.join(root, 'broken', 'ckpts')
+    os.makedirs(broken)
+    open(os.path.join(broken, 'ckpt-5.index'), 'w').close()
+    monkeypatch.setattr(codec, 'SHIPPED_MODELS', root)
+    f, data = _write_encoded(model, tmp_path)
+    out = str(tmp_path / 'out.png')
+    for _ in range(2):  # without and with cached fingerprints
+        assert codec.main(['decode', f, '-o', out]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith('Error: No model in') and err.count('\n') == 1 and not os.path.exists(out)
+        assert model.fingerprint.hex() in err
+        for name in OTHER_NAMES:
+            assert repr(name) in err
+        assert "'broken' (cannot load" in err and 'kodak' not in err
+    with pytest.raises(codec.CodecError, match='no models'):
+        codec.find_model_for(model.fingerprint, str(tmp_path / 'empty'))
+
+
+def test_decode_with_model_uses_it_directly(model, tmp_path, monkeypatch):
+    def no_search(*args):
+        raise AssertionError('searched although --model was given')
+    monkeypatch.setattr(codec, 'find_model_for', no_search)
+    f, data = _write_encoded(model, tmp_path)
+    out = str(tmp_path / 'out.png')
+    assert codec.main(['decode', f, '-o', out, '--model', model.log_dir]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), _reference_output(model, data))
+
+
+def test_fingerprint_cache_is_a_hint_only(model, other_models, tmp_path):
+    """A cache that claims the file's fingerprint for another model does not make that model decode it; a
+    cache that claims another fingerprint for the file's model (older code) does not hide it; a changed
+    checkpoint makes the cache stale."""
+    import json
+    root = _models_root(tmp_path, [model.log_dir, other_models[0]])
+    for d in (MODEL_NAME, OTHER_NAMES[0]):
+        m = inference.Model(os.path.join(root, d))
+        inference.save_fingerprint(m)
+        assert inference.cached_fingerprint(os.path.join(root, d)) == m.fingerprint
+        m.close()
+
+    def claim(name, fingerprint):
+        path = os.path.join(root, name, 'ckpts', inference.FINGERPRINT_CACHE)
+        with open(path) as f:
+            saved = json.load(f)
+        with open(path, 'w') as f:
+            json.dump(dict(saved, fingerprint=fingerprint.hex()), f)
+    claim(OTHER_NAMES[0], model.fingerprint)
+    claim(MODEL_NAME, b'\0' * 8)
+    found = codec.find_model_for(model.fingerprint, root)
+    try:
+        assert found.fingerprint == model.fingerprint and os.path.basename(found.log_dir) == MODEL_NAME
+    finally:
+        found.close()
+    assert inference.cached_fingerprint(os.path.join(root, MODEL_NAME)) == model.fingerprint  # rewritten
+    data_file = [n for n in os.listdir(os.path.join(root, MODEL_NAME, 'ckpts')) if '.data-' in n][0]
+    with open(os.path.join(root, MODEL_NAME, 'ckpts', data_file), 'r+b') as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    assert inference.cached_fingerprint(os.path.join(root, MODEL_NAME)) is None

@@ -133,3 +133,28 @@ def test_external_codec_plumbing_with_fake_bpg(images, tmp_path, monkeypatch):
     png_bytes = os.path.getsize(str(images / 'im0.png'))
     assert float(rows[0][1]) == pytest.approx(8. * png_bytes / (64 * 48), rel=0.2)  # re-saved PNG, ~same size
     assert float(rows[0][3]) == pytest.approx(1.0) and rows[0][4] == 'inf'
+
+
+def test_images_are_read_by_the_shared_loader(images, tmp_path, capsys):
+    """An RGBA image is measured (alpha dropped) with its note printed once, not once per codec; an image
+    whose header is fine but whose pixels are cut off is reported per codec with the loader's reason, and the
+    run goes on."""
+    rgba = np.dstack([smooth_image(48, 64, seed=7), np.full((48, 64), 128, np.uint8)])
+    Image.fromarray(rgba).save(str(images / 'alpha.png'))
+    buf = io.BytesIO()
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (48, 64, 3)).astype(np.uint8)).save(buf, 'PNG')
+    (images / 'cut.png').write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+    out = str(tmp_path / 'oc')
+    assert other_codecs.main([str(images), '--out', out, '--jobs', '2', '--codecs', 'jpeg,webp',
+                              '--qualities', 'jpeg=50', '--qualities', 'webp=50']) == 0
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    assert printed.count('alpha.png: RGBA -> RGB (alpha dropped)') == 1
+    assert printed.count('Skipping unreadable image {}: truncated'.format(images / 'cut.png')) == 2
+    for codec in ('jpeg', 'webp'):
+        assert sorted(os.listdir(os.path.join(out, codec + '_tinyset'))) == ['alpha_out.csv', 'im0_out.csv',
+                                                                              'im1_out.csv']
+    _, rows = _read(os.path.join(out, 'jpeg_tinyset', 'alpha_out.csv'))
+    buf = io.BytesIO()
+    Image.fromarray(rgba[..., :3]).save(buf, format='JPEG', quality=50)
+    assert float(rows[0][1]) == pytest.approx(8. * len(buf.getvalue()) / (64 * 48), abs=1e-6)
