@@ -22,6 +22,7 @@ import numpy as np
 import arithmetic_coding
 import images
 import symbol_coder
+import tiling
 
 MAGIC = b'CPMC'  # Conditional Probability Models Codec
 # 1: the CRC-32 covers the payload only; 2: it covers the header (all fields before it) and the payload,
@@ -53,15 +54,81 @@ def symbol_volume_shape(model, height, width):
     return model.ae_config.num_chan_bn, -(-height // s), -(-width // s)
 
 
-def encode_image(model, img, coder='fast', blocks=(1, 1)):
-    """uint8 H x W x 3 -> file bytes."""
-    h, w = img.shape[:2]
+# Memory planning ------------------------------------------------------------------------------------
+# Photos of any size are coded with bounded memory: the autoencoder runs on overlapping tiles
+# (tiling.py) and the symbol volume is coded in independent blocks, each in its own worker process, so
+# that the fixed-point context model's grids exist for one block per worker at a time. Below: what they
+# cost, measured on the shipped models (bench/codec_scale.py checks the resulting peaks).
+
+DEFAULT_MAX_MEMORY_MB = 2000
+_AE_BYTES_PER_PIXEL_PER_FILTER = 2.5  # activations of a tile, per pixel and per filter n of the model
+_PC_BYTES_PER_POSITION = 1300         # fixed-point context model, per symbol (c, y, x) of a block
+_AE_CORES = (4096, 3072, 2048, 1536, 1024, 768, 512, 256)  # pixels, largest first
+
+
+def _rss_mb():
+    """Resident memory of this process now (Linux), or 0 where /proc is missing."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2. ** 20
+    except (OSError, ValueError, IndexError):
+        return 0.
+
+
+def _workers():
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def plan_coding(model, height, width, max_memory_mb=DEFAULT_MAX_MEMORY_MB, blocks=None):
+    """How to code an image within max_memory_mb (the peak of this process and its workers).
+
+    :return: dict(ae_core=pixels per autoencoder tile side, dec_core=symbols per decoder tile side,
+      blocks=(rows, cols) of independently coded symbol blocks, or the given `blocks`)
+    """
+    free = max_memory_mb - _rss_mb() - 6. * height * width / 2. ** 20  # the image in and out, uint8
+    if free <= 0:
+        raise CodecError('--max_memory {:.0f} MB is too small: the model and the image alone take {:.0f} MB'
+                         .format(max_memory_mb, max_memory_mb - free))
+    per_pixel = _AE_BYTES_PER_PIXEL_PER_FILTER * model.ae_config.arch_param_n
+    margin = tiling.ENCODER_MARGIN
+    # the autoencoder runs before the coding, in this process: it may use all that is free
+    ae_core = next((c for c in _AE_CORES if (c + 2 * margin) ** 2 * per_pixel <= free * 2. ** 20), _AE_CORES[-1])
+    C, sh, sw = symbol_volume_shape(model, height, width)
+    if blocks is None:
+        per_block = free * 2. ** 20 / _workers() / _PC_BYTES_PER_POSITION / C  # grid positions per block
+        side = max(8, int(per_block ** 0.5))
+        blocks = (min(64, -(-sh // side)), min(64, -(-sw // side)))
+    return dict(ae_core=ae_core, dec_core=ae_core // images.SUBSAMPLING, blocks=blocks)
+
+
+def _check_blocks(blocks, h, w):
     grid = (-(-h // images.SUBSAMPLING), -(-w // images.SUBSAMPLING))
     if blocks[0] > grid[0] or blocks[1] > grid[1]:
         raise CodecError('--blocks {}x{} is more than the {}x{} symbol grid of a {}x{} image (one symbol per '
                          '{} x {} pixels)'.format(blocks[0], blocks[1], grid[0], grid[1], w, h,
                                                   images.SUBSAMPLING, images.SUBSAMPLING))
-    symbols = model.run(images.pad_to_multiple(img), model.g.symbols)[0]
+
+
+def image_to_symbols(model, img, ae_core):
+    """int64 (C, ceil(H/8), ceil(W/8)): the encoder on overlapping tiles (one tile if the image fits)."""
+    return tiling.encode_tiled(lambda tile: model.run(tile, model.g.symbols)[0], img, ae_core)
+
+
+def symbols_to_image(model, symbols, height, width, dec_core):
+    """uint8 height x width x 3: the decoder on overlapping tiles (one tile if the volume fits)."""
+    return tiling.decode_tiled(lambda s: images.to_uint8(model.decode_symbols(s)), symbols, height, width,
+                               dec_core)
+
+
+def encode_image(model, img, coder='fast', blocks=None, max_memory_mb=DEFAULT_MAX_MEMORY_MB):
+    """uint8 H x W x 3 -> file bytes. blocks=None: as many as the memory budget needs (1x1 for photos of a
+    few megapixels)."""
+    h, w = img.shape[:2]
+    if blocks is not None:
+        _check_blocks(blocks, h, w)
+    plan = plan_coding(model, h, w, max_memory_mb, blocks)
+    blocks = plan['blocks']
+    symbols = image_to_symbols(model, img, plan['ae_core'])
     payload = symbol_coder.encode_blocks(symbols, model.fixed_point_pc, coder, blocks)
     header = _HEADER.pack(MAGIC, VERSION, _CODER_IDS[coder], blocks[0], blocks[1], model.fingerprint,
                           h, w, len(payload), 0)[:_CRC_OFFSET]
@@ -117,11 +184,11 @@ def decode_symbols(model, data):
     return symbols, hdr
 
 
-def decode_image(model, data):
+def decode_image(model, data, max_memory_mb=DEFAULT_MAX_MEMORY_MB):
     """file bytes -> uint8 H x W x 3."""
     symbols, hdr = decode_symbols(model, data)
-    x = model.decode_symbols(symbols)
-    return images.to_uint8(x[:hdr['height'], :hdr['width']])
+    plan = plan_coding(model, hdr['height'], hdr['width'], max_memory_mb, hdr['blocks'])
+    return symbols_to_image(model, symbols, hdr['height'], hdr['width'], plan['dec_core'])
 
 
 def _parse_blocks(text):
@@ -132,6 +199,16 @@ def _parse_blocks(text):
         return r, c
     except ValueError:
         raise argparse.ArgumentTypeError('--blocks takes RxC with 1 <= R, C <= 64, e.g. 2x2; got {!r}'.format(text))
+
+
+def _positive_mb(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError('--max_memory takes megabytes > 0, got {!r}'.format(text))
+    return value
 
 
 def _load_model(model_dir):
@@ -208,7 +285,7 @@ def cmd_encode(flags):
         print('Note: {}: {}'.format(flags.image, note), file=sys.stderr)
     model = _load_model(flags.model_dir)
     t0 = time.time()
-    data = encode_image(model, img, flags.coder, flags.blocks)
+    data = encode_image(model, img, flags.coder, flags.blocks, flags.max_memory)
     images.atomic_write_bytes(flags.output, data)
     h, w = img.shape[:2]
     print('{} -> {}: {} bytes, {:.4f} bpp, {:.2f} s'.format(flags.image, flags.output, len(data),
@@ -228,7 +305,7 @@ def cmd_decode(flags):
         model = find_model_for(hdr['fingerprint'])
         print('Model: {} (the one that encoded this file)'.format(model.log_dir), file=sys.stderr)
     t0 = time.time()
-    img = decode_image(model, data)
+    img = decode_image(model, data, flags.max_memory)
     images.save_png(flags.output, img)
     print('{} -> {}: {}x{}, {:.2f} s'.format(flags.file, flags.output, img.shape[1], img.shape[0],
                                              time.time() - t0))
@@ -244,10 +321,15 @@ def parse_args(argv):
     enc.add_argument('-o', '--output', required=True, help='compressed file to write')
     enc.add_argument('--coder', choices=arithmetic_coding.CODERS, default='fast',
                      help='fast: range coder (constriction); python: the pure-Python reference coder')
-    enc.add_argument('--blocks', type=_parse_blocks, default=(1, 1), metavar='RxC',
+    enc.add_argument('--blocks', type=_parse_blocks, default=None, metavar='RxC',
                      help='code RxC tiles of the symbol volume independently, in parallel processes '
-                          '(faster on many cores, costs some rate). Default: 1x1')
+                          '(faster on many cores, costs some rate). Default: as many as --max_memory needs '
+                          '(1x1 up to a few megapixels)')
     dec = sub.add_parser('decode', help='compressed file -> PNG')
+    for sp in (enc, dec):
+        sp.add_argument('--max_memory', type=_positive_mb, default=DEFAULT_MAX_MEMORY_MB, metavar='MB',
+                        help='peak memory to stay under: photos are coded in tiles sized for it. '
+                             'Default: %(default)s')
     dec.add_argument('file')
     dec.add_argument('-o', '--output', required=True, help='PNG to write')
     dec.add_argument('--model', default=None,
