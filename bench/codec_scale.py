@@ -44,6 +44,13 @@ def mosaic(paths, height, width):
     return out
 
 
+def photo_paths(directory):
+    paths = sorted(glob.glob(os.path.join(directory, '*.png')) + glob.glob(os.path.join(directory, '*.jpg')))
+    if not paths:
+        sys.exit('error: no .png/.jpg photos in {}'.format(directory))
+    return paths
+
+
 def run_child(args):
     """:return: (wall seconds, work seconds as codec.py reports them, peak RSS in MB, exit status, stderr)"""
     t0 = time.time()
@@ -67,9 +74,7 @@ def main(argv=None):
     p.add_argument('--model', default=None, help='model dir (default: the shipped middle model)')
     p.add_argument('codec_args', nargs='*', help='extra arguments for both commands (after --)')
     flags = p.parse_args(argv)
-    paths = sorted(glob.glob(os.path.join(flags.images, '*.png')) + glob.glob(os.path.join(flags.images, '*.jpg')))
-    if not paths:
-        sys.exit('bench/codec_scale.py: error: no .png/.jpg photos in {}'.format(flags.images))
+    paths = photo_paths(flags.images)
     sizes = [s.strip() for s in flags.sizes.split(',') if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
