@@ -67,10 +67,6 @@ class CVPR(object):
         self._reuse_dec = False
         self._centers = None
 
-    @staticmethod
-    def get_subsampling_factor():
-        return 8
-
     # Public ---------------------------------------------------------------------------------------
 
     def encode(self, x, is_training):

@@ -1,194 +1,29 @@
 #!/usr/bin/env python
 """Compress images to files and back with a trained model.
 
-    python codec.py encode MODEL_DIR IMAGE -o FILE [--coder fast|python] [--blocks RxC]
-    python codec.py decode FILE -o IMAGE [--model MODEL_DIR]
+    python codec.py encode [MODEL_DIR] IMAGE -o FILE [--coder fast|python] [--blocks RxC] [--max_memory MB]
+    python codec.py decode FILE -o IMAGE [--model MODEL_DIR] [--max_memory MB]
 
 MODEL_DIR is a training log dir (the default is the shipped middle model). Without --model, decode uses the
 shipped model that encoded the file (found by the fingerprint in the header). The file holds a header
 (magic, version, coder, block grid, model fingerprint, image size, payload length, CRC-32) and the
-arithmetic-coded symbol volume. Decoding with another model than the one that encoded is refused.
+arithmetic-coded symbol volume (format and API: image_codec.py). Decoding with another model than the one
+that encoded is refused.
 """
 import argparse
-import glob
-import os
-import struct
 import sys
 import time
-import zlib
-
-import numpy as np
 
 import arithmetic_coding
+import file_helpers
+import image_codec
 import images
-import symbol_coder
-import tiling
+from image_codec import CodecError
 
-MAGIC = b'CPMC'  # Conditional Probability Models Codec
-# 1: the CRC-32 covers the payload only; 2: it covers the header (all fields before it) and the payload,
-# so that a damaged size field cannot decode to an image of the wrong size.
-VERSION = 2
-_READABLE_VERSIONS = (1, 2)
-_HEADER = struct.Struct('<4sBBBB8sIIII')  # magic, version, coder, block rows, block cols, fingerprint,
-HEADER_BYTES = _HEADER.size              # height, width, payload length, crc32
-_CRC_OFFSET = HEADER_BYTES - 4
-# Refused before anything is allocated: a side beyond JPEG's limit, or more pixels than any photo has.
-MAX_SIDE = 65535
-MAX_PIXELS = 1 << 29
-_CODER_IDS = {'fast': 0, 'python': 1}
-SHIPPED_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ckpts')
-
-
-def default_model_dir():
-    """The shipped middle-rate model (ckpts/<job id> cpu@med ...)."""
-    matches = sorted(glob.glob(os.path.join(glob.escape(SHIPPED_MODELS), '* cpu@med *')))
-    return matches[-1] if matches else os.path.join(SHIPPED_MODELS, '<no shipped cpu@med model>')
-
-
-class CodecError(Exception):
-    """A file that cannot be decoded, or bad arguments: reported without a traceback."""
-
-
-def symbol_volume_shape(model, height, width):
-    s = images.SUBSAMPLING
-    return model.ae_config.num_chan_bn, -(-height // s), -(-width // s)
-
-
-# Memory planning ------------------------------------------------------------------------------------
-# Photos of any size are coded with bounded memory: the autoencoder runs on overlapping tiles
-# (tiling.py) and the symbol volume is coded in independent blocks, each in its own worker process, so
-# that the fixed-point context model's grids exist for one block per worker at a time. Below: what they
-# cost, measured on the shipped models (bench/codec_scale.py checks the resulting peaks).
-
-DEFAULT_MAX_MEMORY_MB = 2000
-_AE_BYTES_PER_PIXEL_PER_FILTER = 2.5  # activations of a tile, per pixel and per filter n of the model
-_PC_BYTES_PER_POSITION = 1300         # fixed-point context model, per symbol (c, y, x) of a block
-_AE_CORES = (4096, 3072, 2048, 1536, 1024, 768, 512, 256)  # pixels, largest first
-
-
-def _rss_mb():
-    """Resident memory of this process now (Linux), or 0 where /proc is missing."""
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2. ** 20
-    except (OSError, ValueError, IndexError):
-        return 0.
-
-
-def _workers():
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-def plan_coding(model, height, width, max_memory_mb=DEFAULT_MAX_MEMORY_MB, blocks=None):
-    """How to code an image within max_memory_mb (the peak of this process and its workers).
-
-    :return: dict(ae_core=pixels per autoencoder tile side, dec_core=symbols per decoder tile side,
-      blocks=(rows, cols) of independently coded symbol blocks, or the given `blocks`)
-    """
-    free = max_memory_mb - _rss_mb() - 6. * height * width / 2. ** 20  # the image in and out, uint8
-    if free <= 0:
-        raise CodecError('--max_memory {:.0f} MB is too small: the model and the image alone take {:.0f} MB'
-                         .format(max_memory_mb, max_memory_mb - free))
-    per_pixel = _AE_BYTES_PER_PIXEL_PER_FILTER * model.ae_config.arch_param_n
-    margin = tiling.ENCODER_MARGIN
-    # the autoencoder runs before the coding, in this process: it may use all that is free
-    ae_core = next((c for c in _AE_CORES if (c + 2 * margin) ** 2 * per_pixel <= free * 2. ** 20), _AE_CORES[-1])
-    C, sh, sw = symbol_volume_shape(model, height, width)
-    if blocks is None:
-        per_block = free * 2. ** 20 / _workers() / _PC_BYTES_PER_POSITION / C  # grid positions per block
-        side = max(8, int(per_block ** 0.5))
-        blocks = (min(64, -(-sh // side)), min(64, -(-sw // side)))
-    return dict(ae_core=ae_core, dec_core=ae_core // images.SUBSAMPLING, blocks=blocks)
-
-
-def _check_blocks(blocks, h, w):
-    grid = (-(-h // images.SUBSAMPLING), -(-w // images.SUBSAMPLING))
-    if blocks[0] > grid[0] or blocks[1] > grid[1]:
-        raise CodecError('--blocks {}x{} is more than the {}x{} symbol grid of a {}x{} image (one symbol per '
-                         '{} x {} pixels)'.format(blocks[0], blocks[1], grid[0], grid[1], w, h,
-                                                  images.SUBSAMPLING, images.SUBSAMPLING))
-
-
-def image_to_symbols(model, img, ae_core):
-    """int64 (C, ceil(H/8), ceil(W/8)): the encoder on overlapping tiles (one tile if the image fits)."""
-    return tiling.encode_tiled(lambda tile: model.run(tile, model.g.symbols)[0], img, ae_core)
-
-
-def symbols_to_image(model, symbols, height, width, dec_core):
-    """uint8 height x width x 3: the decoder on overlapping tiles (one tile if the volume fits)."""
-    return tiling.decode_tiled(lambda s: images.to_uint8(model.decode_symbols(s)), symbols, height, width,
-                               dec_core)
-
-
-def encode_image(model, img, coder='fast', blocks=None, max_memory_mb=DEFAULT_MAX_MEMORY_MB):
-    """uint8 H x W x 3 -> file bytes. blocks=None: as many as the memory budget needs (1x1 for photos of a
-    few megapixels)."""
-    h, w = img.shape[:2]
-    if blocks is not None:
-        _check_blocks(blocks, h, w)
-    plan = plan_coding(model, h, w, max_memory_mb, blocks)
-    blocks = plan['blocks']
-    symbols = image_to_symbols(model, img, plan['ae_core'])
-    payload = symbol_coder.encode_blocks(symbols, model.fixed_point_pc, coder, blocks)
-    header = _HEADER.pack(MAGIC, VERSION, _CODER_IDS[coder], blocks[0], blocks[1], model.fingerprint,
-                          h, w, len(payload), 0)[:_CRC_OFFSET]
-    return header + struct.pack('<I', zlib.crc32(payload, zlib.crc32(header))) + payload
-
-
-def parse_header(data):
-    """:return: dict of the header fields and the payload; CodecError for anything malformed."""
-    if len(data) < HEADER_BYTES:
-        raise CodecError('Not a compressed image: {} bytes, shorter than the {}-byte header'.format(
-            len(data), HEADER_BYTES))
-    magic, version, coder_id, rows, cols, fingerprint, h, w, n, crc = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise CodecError('Not a compressed image of this codec (magic {!r}, expected {!r})'.format(magic, MAGIC))
-    if version not in _READABLE_VERSIONS:
-        raise CodecError('Unsupported file version {} (this codec reads versions {})'.format(
-            version, ', '.join(map(str, _READABLE_VERSIONS))))
-    payload = data[HEADER_BYTES:]
-    if len(payload) != n:
-        raise CodecError('Truncated or padded file: payload has {} bytes, the header says {}'.format(
-            len(payload), n))
-    covered = zlib.crc32(data[:_CRC_OFFSET]) if version >= 2 else 0
-    if zlib.crc32(payload, covered) != crc:
-        raise CodecError('Corrupt file: checksum mismatch ({})'.format(
-            'header or payload' if version >= 2 else 'payload'))
-    # Checked after the CRC too: a version-1 file's header is not covered by it.
-    coders = {v: k for k, v in _CODER_IDS.items()}
-    if coder_id not in coders:
-        raise CodecError('Corrupt header: unknown coder id {}'.format(coder_id))
-    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and h * w <= MAX_PIXELS):
-        raise CodecError('Corrupt header: image size {}x{} is outside 1..{} per side / {} pixels'.format(
-            w, h, MAX_SIDE, MAX_PIXELS))
-    grid = (-(-h // images.SUBSAMPLING), -(-w // images.SUBSAMPLING))
-    if not (1 <= rows <= grid[0] and 1 <= cols <= grid[1]):
-        raise CodecError('Corrupt header: a {}x{} block grid does not fit the {}x{} symbol grid'.format(
-            rows, cols, *grid))
-    return dict(coder=coders[coder_id], blocks=(rows, cols), fingerprint=fingerprint, height=h, width=w,
-                payload=payload)
-
-
-def decode_symbols(model, data):
-    """file bytes -> (int64 symbols (C, h, w), header dict)."""
-    hdr = parse_header(data)
-    if hdr['fingerprint'] != model.fingerprint:
-        raise CodecError('This file was encoded with a different model (fingerprint {}, the model {} has {})'
-                         .format(hdr['fingerprint'].hex(), model.log_dir, model.fingerprint.hex()))
-    shape = symbol_volume_shape(model, hdr['height'], hdr['width'])
-    try:
-        symbols = symbol_coder.decode_blocks(hdr['payload'], shape, model.fixed_point_pc, hdr['coder'],
-                                             hdr['blocks'])
-    except ValueError as e:
-        raise CodecError('Corrupt bitstream: {}'.format(e)) from None
-    return symbols, hdr
-
-
-def decode_image(model, data, max_memory_mb=DEFAULT_MAX_MEMORY_MB):
-    """file bytes -> uint8 H x W x 3."""
-    symbols, hdr = decode_symbols(model, data)
-    plan = plan_coding(model, hdr['height'], hdr['width'], max_memory_mb, hdr['blocks'])
-    return symbols_to_image(model, symbols, hdr['height'], hdr['width'], plan['dec_core'])
+# bench/codec_speed.py, bench/tiling_cost.py, tests/test_paper_scale.py and tests/test_fixed_point_pc.py
+# still take these from here; the line goes once they import image_codec.
+from image_codec import (DEFAULT_MAX_MEMORY_MB, HEADER_BYTES, decode_image, decode_symbols,  # noqa: F401
+                         default_model_dir, encode_image, image_to_symbols, plan_coding, symbols_to_image)
 
 
 def _parse_blocks(text):
@@ -211,71 +46,6 @@ def _positive_mb(text):
     return value
 
 
-def _load_model(model_dir):
-    import inference  # heavy (TensorFlow): only when needed
-    try:
-        return inference.Model(model_dir)
-    except (inference.ModelError, ValueError) as e:
-        raise CodecError('Cannot load model {}: {}'.format(model_dir, e)) from None
-
-
-def find_model_for(fingerprint, root=None):
-    """The model in root (default: the shipped models) whose fingerprint is the given one, loaded.
-
-    Fingerprints are cached next to each model's checkpoint (inference.cached_fingerprint), so usually only
-    the matching model is loaded. A cache only rules models out: the model returned is one whose fingerprint,
-    computed when it was loaded, matches; and before giving up, the models the caches ruled out are loaded
-    too, in case a cache predates a change of the code. CodecError naming the models tried if none matches.
-    """
-    import inference
-    import saver as saver_lib
-    from tf_helpers import tf
-    root = root or SHIPPED_MODELS
-    try:
-        names = sorted(os.listdir(root))
-    except OSError:
-        names = []
-    dirs = [os.path.join(root, n) for n in names
-            if saver_lib.all_ckpt_steps(saver_lib.ckpt_dir_of(os.path.join(root, n)))]  # not val.py's outputs
-    if not dirs:
-        raise CodecError('No --model given, and no models (log dirs with checkpoints) in {}'.format(root))
-    # most files come from the default model: without caches, it is the one worth loading first
-    default = os.path.normpath(default_model_dir())
-    dirs.sort(key=lambda d: os.path.normpath(d) != default)
-    tried = {}
-
-    def load_if_it_matches(d):
-        try:
-            model = inference.Model(d)
-        except (ValueError, OSError, tf.errors.OpError) as e:  # a broken model must not hide the others
-            tried[d] = 'cannot load: {}'.format(' '.join(str(e).split()))
-            return None
-        inference.save_fingerprint(model)
-        tried[d] = 'fingerprint {}'.format(model.fingerprint.hex())
-        if model.fingerprint == fingerprint:
-            return model
-        model.close()
-        return None
-
-    ruled_out = []
-    for d in dirs:
-        cached = inference.cached_fingerprint(d)
-        if cached is not None and cached != fingerprint:
-            ruled_out.append(d)
-            tried[d] = 'fingerprint {}'.format(cached.hex())
-            continue
-        model = load_if_it_matches(d)
-        if model is not None:
-            return model
-    for d in ruled_out:
-        model = load_if_it_matches(d)
-        if model is not None:
-            return model
-    raise CodecError('No model in {} encoded this file (fingerprint {}); tried {}. Give the model that did with '
-                     '--model'.format(root, fingerprint.hex(), ', '.join(
-                         '{!r} ({})'.format(os.path.basename(d), tried[d]) for d in sorted(tried))))
-
-
 def cmd_encode(flags):
     try:
         img, note = images.load_rgb(flags.image)
@@ -283,10 +53,10 @@ def cmd_encode(flags):
         raise CodecError(str(e)) from None
     if note:
         print('Note: {}: {}'.format(flags.image, note), file=sys.stderr)
-    model = _load_model(flags.model_dir)
+    model = image_codec.load_model(flags.model_dir)
     t0 = time.time()
-    data = encode_image(model, img, flags.coder, flags.blocks, flags.max_memory)
-    images.atomic_write_bytes(flags.output, data)
+    data = image_codec.encode_image(model, img, flags.coder, flags.blocks, flags.max_memory)
+    file_helpers.atomic_write_bytes(flags.output, data)
     h, w = img.shape[:2]
     print('{} -> {}: {} bytes, {:.4f} bpp, {:.2f} s'.format(flags.image, flags.output, len(data),
                                                           8. * len(data) / (h * w), time.time() - t0))
@@ -298,14 +68,14 @@ def cmd_decode(flags):
             data = f.read()
     except OSError as e:
         raise CodecError('Cannot read {}: {}'.format(flags.file, e)) from None
-    hdr = parse_header(data)  # fail fast, before loading a model
+    hdr = image_codec.parse_header(data)  # fail fast, before loading a model
     if flags.model:
-        model = _load_model(flags.model)
+        model = image_codec.load_model(flags.model)
     else:
-        model = find_model_for(hdr['fingerprint'])
+        model = image_codec.find_model_for(hdr['fingerprint'])
         print('Model: {} (the one that encoded this file)'.format(model.log_dir), file=sys.stderr)
     t0 = time.time()
-    img = decode_image(model, data, flags.max_memory)
+    img = image_codec.decode_image(model, data, flags.max_memory)
     images.save_png(flags.output, img)
     print('{} -> {}: {}x{}, {:.2f} s'.format(flags.file, flags.output, img.shape[1], img.shape[0],
                                              time.time() - t0))
@@ -319,7 +89,7 @@ def parse_args(argv):
                      help='training log dir of the model (default: the shipped middle model)')
     enc.add_argument('image', help='any PIL-readable image')
     enc.add_argument('-o', '--output', required=True, help='compressed file to write')
-    enc.add_argument('--coder', choices=arithmetic_coding.CODERS, default='fast',
+    enc.add_argument('--coder', choices=arithmetic_coding.CODERS, default=arithmetic_coding.DEFAULT_CODER,
                      help='fast: range coder (constriction); python: the pure-Python reference coder')
     enc.add_argument('--blocks', type=_parse_blocks, default=None, metavar='RxC',
                      help='code RxC tiles of the symbol volume independently, in parallel processes '
@@ -327,7 +97,7 @@ def parse_args(argv):
                           '(1x1 up to a few megapixels)')
     dec = sub.add_parser('decode', help='compressed file -> PNG')
     for sp in (enc, dec):
-        sp.add_argument('--max_memory', type=_positive_mb, default=DEFAULT_MAX_MEMORY_MB, metavar='MB',
+        sp.add_argument('--max_memory', type=_positive_mb, default=image_codec.DEFAULT_MAX_MEMORY_MB, metavar='MB',
                         help='peak memory to stay under: photos are coded in tiles sized for it. '
                              'Default: %(default)s')
     dec.add_argument('file')
@@ -337,7 +107,7 @@ def parse_args(argv):
                           'fingerprint the file carries)')
     flags = p.parse_args(argv)
     if flags.command == 'encode' and flags.model_dir is None:
-        flags.model_dir = default_model_dir()
+        flags.model_dir = image_codec.default_model_dir()
     return flags
 
 
@@ -353,3 +123,4 @@ def main(argv=None):
 
 if __name__ == '__main__':
     sys.exit(main())
+

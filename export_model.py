@@ -33,10 +33,8 @@ def shipped_name(log_dir):
 def export(log_dir, out_root, ckpt_step=None):
     model = inference.Model(log_dir, ckpt_step=ckpt_step)
     out_dir = os.path.join(out_root, shipped_name(log_dir))
-    os.makedirs(out_dir, exist_ok=True)
-    for name in (inference.AE_CONFIG_COPY, inference.PC_CONFIG_COPY):
-        with open(os.path.join(out_dir, name), 'w') as f:
-            f.write((model.ae_config if name == inference.AE_CONFIG_COPY else model.pc_config).to_text())
+    logdir_helpers.write_config_copies(out_dir, {inference.AE_CONFIG_COPY: model.ae_config,
+                                                 inference.PC_CONFIG_COPY: model.pc_config})
     ckpt_dir = saver_lib.ckpt_dir_of(out_dir)
     if os.path.isdir(ckpt_dir):
         shutil.rmtree(ckpt_dir)

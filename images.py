@@ -16,15 +16,20 @@ is: images up to Image.MAX_IMAGE_PIXELS (89 MP; a 50 MP photo is far below) load
 that load too (the warning Pillow gives there is not passed on: 100 MP photos exist), beyond that the
 image is refused.
 """
+import io
 import os
 import struct
-import tempfile
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from file_helpers import atomic_write_bytes
+
 SUBSAMPLING = 8  # of the autoencoder: the network needs sides that are multiples of 8
+# What a directory or glob of images is filtered by, everywhere (val.py, other_codecs.py, make_records.py,
+# the training input pipeline): files Pillow reads. Compared in lower case.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 _ORIENTATIONS = {2: 'mirrored left-right', 3: 'rotated 180 degrees', 4: 'mirrored top-bottom',
                  5: 'transposed', 6: 'rotated 90 degrees clockwise', 7: 'transversed',
@@ -217,32 +222,12 @@ def to_uint8(x):
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
-def _umask():
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path, data):
-    """Writes data to path via a temporary file in the same directory, so that a crash never leaves a
-    partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def has_image_extension(path):
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
 def save_png(path, img):
     """Writes uint8 H x W x 3 as PNG, atomically."""
-    import io
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format='PNG')
     atomic_write_bytes(path, buf.getvalue())

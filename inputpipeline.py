@@ -5,8 +5,9 @@ A dataset is named by a spec string (``--dataset_train`` / ``--dataset_test`` of
 * ``imgnet_train`` / ``imgnet_test``: TFRecord files ``$RECORDS_ROOT/train/*.tfrecord`` resp.
   ``$RECORDS_ROOT/val/*.tfrecord`` (``RECORDS_ROOT`` defaults to ``data``). Each record is one
   ``tf.train.Example`` holding the encoded image (JPEG/PNG) under the feature key ``image/encoded``.
-* anything else: a glob of image files (or a directory, meaning all images in it); files ending in
-  .png / .jpg / .jpeg (any case) are kept.
+* anything else: a glob of image files (or a directory, meaning all images in it); files with one of
+  images.IMAGE_EXTENSIONS (any case) are kept, and those in a format TensorFlow cannot decode (TIFF, PPM)
+  are reported and skipped like unreadable ones.
 
 ``input_batch`` returns a float32 tensor of shape [batch_size, crop_h, crop_w, 3] (NHWC, values 0..255)
 that yields a new batch every time it is evaluated, forever. Everything per image (reading, decoding,
@@ -40,6 +41,7 @@ import os
 import sys
 import threading
 
+import images
 from tf_helpers import tf
 
 RECORDS_ROOT_ENV = 'RECORDS_ROOT'
@@ -52,7 +54,6 @@ NUM_PREPROCESS_THREADS_DEFAULT = 4
 # The original seeded the crops, flips and queue of its (unshuffled) pipelines with this op seed.
 TEST_SEED = 666
 IMAGE_FEATURE_KEY = 'image/encoded'
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 # Size of the ImageNet train set; hard-coded because counting records would mean reading all of them,
 # and the number is only needed for the epoch length of the LR schedule.
 IMGNET_TRAIN_NUM_IMAGES = 1281167
@@ -152,10 +153,10 @@ def resolve_dataset(spec):
     pattern = os.path.join(spec, '*') if os.path.isdir(spec) else spec
     matches = glob.glob(os.path.expanduser(pattern))
     files = sorted(p for p in matches
-                   if os.path.isfile(p) and os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
+                   if os.path.isfile(p) and images.has_image_extension(p))
     if not files:
         raise DatasetError('Dataset {!r}: no image files ({}) match the glob {!r} ({} matches in total)'.format(
-            spec, '/'.join(IMAGE_EXTENSIONS), pattern, len(matches)))
+            spec, '/'.join(images.IMAGE_EXTENSIONS), pattern, len(matches)))
     return DatasetSpec(name=spec, kind='files', files=files, num_images=len(files))
 
 
@@ -325,8 +326,22 @@ def _crop_stack(image, index, crop_h, crop_w, num_crops, seed):
     return tf.cond(flip, lambda: tf.reverse(stack, axis=[2]), lambda: stack)
 
 
+def _shard_files(spec, shard):
+    """Every count-th file from index on: whole files per worker, so no two workers read the same image."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise DatasetError('Shard {} of {} does not exist'.format(index, count))
+    if len(spec.files) < count:
+        raise DatasetError('Dataset {}: {} {} cannot be shared among {} workers (each reads its own files); '
+                           'use at least as many files as workers{}'.format(
+                               spec.name, len(spec.files), 'record files' if spec.kind == 'records' else 'images',
+                               count, ' (make_records.py writes smaller record files with --per_record)'
+                               if spec.kind == 'records' else ''))
+    return spec.files[index::count]
+
+
 def input_batch(dataset, crop_size, batch_size, shuffle=True, seed=TEST_SEED, num_parallel_calls=None,
-                num_crops_per_img=1, name='train'):
+                num_crops_per_img=1, name='train', shard=None):
     """Batches of random crops of the images of `dataset`, forever.
 
     :param dataset: spec string (see module docstring) or DatasetSpec.
@@ -339,6 +354,8 @@ def input_batch(dataset, crop_size, batch_size, shuffle=True, seed=TEST_SEED, nu
     :param num_parallel_calls: images read, decoded and cropped in parallel; None means tf.data.AUTOTUNE.
     :param num_crops_per_img: crops per image; they are consecutive in the batch and flipped together.
     :param name: name scope of the ops and name of the pipeline in messages.
+    :param shard: (index, count): read only the files (image files or record files) index, index + count, ...
+        of the sorted list, this worker's share in distributed training; None: all.
     :return: float32 tensor of shape [batch_size, crop_h, crop_w, 3], NHWC, values in 0..255.
     :raises DatasetError: if the dataset has no usable images.
     :raises SettingsError: unless num_crops_per_img divides batch_size.
@@ -349,13 +366,15 @@ def input_batch(dataset, crop_size, batch_size, shuffle=True, seed=TEST_SEED, nu
     parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
 
     files = spec.files
+    if shard is not None:
+        files = _shard_files(spec, shard)
     if spec.kind == 'files':
         files = _usable_files(files, crop_h, crop_w, name)
         if not files:
             raise DatasetError('Dataset {!r}: none of its {} images is readable and at least {}x{}'.format(
                 spec.name, len(spec.files), crop_w, crop_h))
     else:
-        _check_first_record_file(spec, crop_h, crop_w, name)
+        _check_first_record_file(spec._replace(files=files), crop_h, crop_w, name)
     reporter = _DropReporter(name, crop_h, crop_w)
 
     def keep(index, num_failed_before, image):

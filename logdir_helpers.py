@@ -11,8 +11,10 @@ import glob
 import os
 import re
 
+import file_helpers
+
 _DATE_FMT = '%m%d_%H%M'
-_JOB_ID_RE = re.compile(r'^\d{4}_\d{4}')
+JOB_ID_RE = re.compile(r'\d{4}_\d{4}')  # MMDD_HHMM; .match: a name that starts with one
 
 
 def config_rel_to_dir_part(rel_path):
@@ -38,16 +40,23 @@ def create_unique_log_dir(ae_rel, pc_rel, log_dir_root, suffix='', now=None):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def write_config_copies(log_dir, copies):
+    """Writes {file name: Config} into a log dir: the resolved configs a log dir carries, which
+    inference.Model reads back."""
+    for name, config in copies.items():
+        file_helpers.atomic_write_bytes(os.path.join(log_dir, name), config.to_text().encode())
+
+
 def log_date_from_log_dir(log_dir):
     """The job id `MMDD_HHMM` of a log dir name (None if it has none)."""
-    m = _JOB_ID_RE.match(os.path.basename(os.path.normpath(log_dir)))
+    m = JOB_ID_RE.match(os.path.basename(os.path.normpath(log_dir)))
     return m.group(0) if m else None
 
 
 def config_rel_paths_from_log_dir(log_dir):
     """(ae_rel, pc_rel) from a log dir name, e.g. ('cvpr/low', 'cvpr/res_shallow')."""
     parts = os.path.basename(os.path.normpath(log_dir)).split(' ')
-    if len(parts) < 3 or not _JOB_ID_RE.match(parts[0]):
+    if len(parts) < 3 or not JOB_ID_RE.match(parts[0]):
         raise ValueError('Not a log dir name of the form "MMDD_HHMM AE_CONFIG PC_CONFIG": {}'.format(log_dir))
     return parts[1].replace('@', '/'), parts[2].replace('@', '/')
 

@@ -28,8 +28,8 @@ Order and resuming
   Inputs are sorted by name and then, with ``--order shuffled`` (default), shuffled with ``--seed``: image i
   of that order goes into record i // per_record. (``--order sorted`` keeps e.g. ImageNet's class order,
   which makes each record hold one or two classes only.) The order is fixed by the inputs and the settings,
-  so a record file is done once it exists: each is written to ``<name>.tmp`` and renamed when complete, and
-  a rerun skips existing record files without touching them (a finished rerun does no image work at all).
+  so a record file is done once it exists: each is written to a temporary file next to it and renamed when
+  complete (file_helpers.atomic_path), and a rerun skips existing record files without touching them (a finished rerun does no image work at all).
   The settings are kept in ``OUT_DIR/<prefix>-manifest.json``; a rerun with different settings or inputs
   is refused instead of mixing two orders. ``--shard I --num_shards N`` writes only the records k with
   k % N == I, so N machines (sharing OUT_DIR or not) split the work; every shard lists all inputs.
@@ -61,11 +61,12 @@ import sys
 import tarfile
 import time
 
+import file_helpers
+import images
+
 FEATURE_KEY_DEFAULT = 'image/encoded'
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 SKIPPED_FILE = 'skipped.txt'
 RECORD_PATTERN = '{}-{:05d}.tfrecord'
-TMP_SUFFIX = '.tmp'
 _INDEX_VERSION = 1
 _MANIFEST_VERSION = 1
 
@@ -87,10 +88,6 @@ def _log(msg):
     sys.stderr.flush()
 
 
-def _is_image_name(name):
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 # Listing inputs ----------------------------------------------------------------------------------------
 
 def is_tar_source(source):
@@ -110,7 +107,7 @@ def list_inputs(source, index_cache_path=None):
     else:
         items = list_glob(source)
     if not items:
-        raise RecordsError('No images ({}) found in {}'.format(' '.join(IMAGE_EXTENSIONS), source))
+        raise RecordsError('No images ({}) found in {}'.format(' '.join(images.IMAGE_EXTENSIONS), source))
     items.sort(key=lambda item: item.name)
     names = [item.name for item in items]
     if len(set(names)) != len(names):
@@ -122,7 +119,7 @@ def list_glob(pattern):
     """Image files matching the glob (``**`` recurses); names are absolute paths."""
     paths = glob.glob(os.path.expanduser(pattern), recursive=True)
     return [Item(os.path.abspath(p), os.path.abspath(p)) for p in paths
-            if _is_image_name(p) and os.path.isfile(p)]
+            if images.has_image_extension(p) and os.path.isfile(p)]
 
 
 def list_folder(root):
@@ -131,7 +128,7 @@ def list_folder(root):
     for dirpath, _, filenames in os.walk(root):
         for fn in filenames:
             path = os.path.join(dirpath, fn)
-            if _is_image_name(fn) and os.path.isfile(path):
+            if images.has_image_extension(fn) and os.path.isfile(path):
                 items.append(Item(os.path.relpath(path, root), os.path.abspath(path)))
     return items
 
@@ -147,7 +144,7 @@ def _scan_tar(fileobj, base_offset, prefix, tar_path, items):
             offset = base_offset + member.offset_data
             if member.name.lower().endswith('.tar'):
                 _scan_tar(tar.extractfile(member), offset, name + '/', tar_path, items)
-            elif _is_image_name(member.name):
+            elif images.has_image_extension(member.name):
                 items.append(Item(name, (tar_path, offset, member.size)))
             tar.members = []  # keep memory flat: tarfile would otherwise keep every TarInfo
 
@@ -177,11 +174,10 @@ def list_tar(tar_path, index_cache_path=None):
                            'decompress it first'.format(tar_path, e))
     _log('{}: {} images in {:.1f} s'.format(tar_path, len(items), time.time() - t0))
     if index_cache_path and items:
-        with open(index_cache_path + TMP_SUFFIX, 'w') as f:
+        with file_helpers.atomic_path(index_cache_path) as tmp, open(tmp, 'w') as f:
             f.write(json.dumps(key) + '\n')
             for item in items:
                 f.write(json.dumps([item.name, item.ref[1], item.ref[2]]) + '\n')
-        os.replace(index_cache_path + TMP_SUFFIX, index_cache_path)
     return items
 
 
@@ -297,21 +293,19 @@ def _check_manifest(out_dir, prefix, manifest, num_records):
                     .format(out_dir, diff, out_dir, prefix, path))
         else:
             return
-    with open(path + TMP_SUFFIX, 'w') as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-    os.replace(path + TMP_SUFFIX, path)
+    file_helpers.atomic_write_bytes(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
 def _append_new_lines(path, lines):
-    """Appends those of `lines` that `path` does not hold yet (a redone record repeats its skips)."""
-    have = set()
+    """Adds those of `lines` that `path` does not hold yet (a redone record repeats its skips)."""
+    have = []
     if os.path.exists(path):
         with open(path) as f:
-            have = set(f)
-    new = [line for line in lines if line not in have]
+            have = f.readlines()
+    known = set(have)
+    new = [line for line in lines if line not in known]
     if new:
-        with open(path, 'a') as f:
-            f.write(''.join(new))
+        file_helpers.atomic_write_bytes(path, ''.join(have + new).encode())
 
 
 def _make_example_fn(feature_key):
@@ -359,9 +353,8 @@ def write_records(items, out_dir, prefix, per_record, shorter_side=None, quality
 
     mine = [k for k in range(num_records) if k % num_shards == shard]
     pending = [k for k in mine if not os.path.exists(record_path(out_dir, prefix, k))]
-    for k in mine:  # left over by an interrupted run of this shard
-        if os.path.exists(record_path(out_dir, prefix, k) + TMP_SUFFIX):
-            os.remove(record_path(out_dir, prefix, k) + TMP_SUFFIX)
+    for k in mine:  # left over by a killed run of this shard
+        file_helpers.remove_leftover_temp_files(record_path(out_dir, prefix, k))
     ranges = [(k, k * per_record, min((k + 1) * per_record, len(items))) for k in pending]
     refs = [items[i].ref for _, lo, hi in ranges for i in range(lo, hi)]
     shard_note = ' (shard {} of {}: {} records)'.format(shard, num_shards, len(mine)) if num_shards > 1 else ''
@@ -386,22 +379,22 @@ def write_records(items, out_dir, prefix, per_record, shorter_side=None, quality
             tf, to_example = _make_example_fn(feature_key)  # imports TF while the workers start up
             skipped_path = os.path.join(out_dir, SKIPPED_FILE)
             with tqdm(total=len(refs), unit='img', disable=not progress, mininterval=1., smoothing=0.1,
-                      dynamic_ncols=True) as bar:
+                      dynamic_ncols=True, file=sys.stderr) as bar:
                 for k, lo, hi in ranges:
                     path = record_path(out_dir, prefix, k)
                     skipped_lines = []
-                    with tf.io.TFRecordWriter(path + TMP_SUFFIX) as writer:
-                        for i in range(lo, hi):
-                            data, reason = next(results)
-                            if data is None:
-                                skipped_lines.append('{}\t{}\n'.format(items[i].name, reason))
-                                bar.write('skipping {}: {}'.format(items[i].name, reason), file=sys.stderr)
-                            else:
-                                writer.write(to_example(data))
-                            bar.update(1)
-                    if skipped_lines:  # before the rename, so that an interrupted run loses no line
-                        _append_new_lines(skipped_path, skipped_lines)
-                    os.replace(path + TMP_SUFFIX, path)
+                    with file_helpers.atomic_path(path) as tmp:
+                        with tf.io.TFRecordWriter(tmp) as writer:
+                            for i in range(lo, hi):
+                                data, reason = next(results)
+                                if data is None:
+                                    skipped_lines.append('{}\t{}\n'.format(items[i].name, reason))
+                                    bar.write('skipping {}: {}'.format(items[i].name, reason), file=sys.stderr)
+                                else:
+                                    writer.write(to_example(data))
+                                bar.update(1)
+                        if skipped_lines:  # before the rename, so that an interrupted run loses no line
+                            _append_new_lines(skipped_path, skipped_lines)
                     written += hi - lo - len(skipped_lines)
                     skipped += len(skipped_lines)
         finally:
@@ -437,8 +430,8 @@ def add_common_args(p, shorter_side_default, per_record_default, shorter_side_he
                                                 shorter_side_default if shorter_side_default else 'keep the size'))
     p.add_argument('--quality', type=int, default=95,
                    help='JPEG quality of re-encoded images. Default: %(default)s')
-    p.add_argument('--jobs', type=int, default=None,
-                   help='worker processes. Default: os.cpu_count() = {}'.format(os.cpu_count()))
+    p.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
+                   help='worker processes. Default: the number of CPUs (%(default)s)')
     p.add_argument('--shard', type=int, default=0, help='write only records k with k %% num_shards == shard')
     p.add_argument('--num_shards', type=int, default=1, help='Default: %(default)s')
     p.add_argument('--order', choices=['shuffled', 'sorted'], default='shuffled',

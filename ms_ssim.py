@@ -1,4 +1,5 @@
-"""MS-SSIM (and PSNR / MSE) as a TensorFlow graph op, for the training loss and in-graph summaries.
+"""MS-SSIM as a TensorFlow graph op, for the training loss and in-graph summaries (their MSE / PSNR are
+training_helpers', the numpy PSNR of evaluation is ms_ssim_np.psnr).
 
 Why it exists: the paper trains with d = 1 - MS-SSIM on 160 x 160 crops, using the authors' own TF
 MS-SSIM (imgcomp-cvpr ``code/ms_ssim.py``, ``MultiScaleSSIM``). ``tf.image.ssim_multiscale`` cannot
@@ -179,14 +180,3 @@ def ms_ssim(img1, img2, max_val=255., data_format='NHWC'):
         if level < num_scales - 1:
             x, y = _downsample(x, level), _downsample(y, level)
     return result
-
-
-def mse(img1, img2):
-    """Per-image mean squared error over all pixels and channels: N x ... -> (N,) float32."""
-    diff = tf.convert_to_tensor(img1, tf.float32) - tf.convert_to_tensor(img2, tf.float32)
-    return tf.reduce_mean(tf.square(diff), axis=list(range(1, diff.shape.ndims)))
-
-
-def psnr(img1, img2, max_val=255.):
-    """Per-image PSNR in dB: N x ... -> (N,) float32 (inf for identical images)."""
-    return 10. * tf.log(max_val ** 2 / mse(img1, img2)) / np.log(10.)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Rate-distortion points of classical codecs on a set of images, for plotter.py.
 
     python other_codecs.py IMAGES [--codecs jpeg,jpeg444,webp,jpeg2000,avif] [--out OTHER_CODECS_ROOT]
@@ -48,15 +49,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 from PIL import Image, features
+from tqdm import tqdm
 
 import images as images_lib
 import ms_ssim_np
 import rd_curves
-
-try:
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
 
 # Grids chosen so that the per-image curves span ~0.05 (or the codec's minimum) to >= 1.5 bpp on Kodak for
 # every image (the averaging in plotter.py keeps only bpps covered by all images), with steps of <~0.15 bpp
@@ -74,7 +71,6 @@ GRIDS = {
     'kakadu': [0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.05, 1.2, 1.5, 1.75, 2.0, 2.5],
 }
 ALL_CODECS = ('jpeg', 'jpeg444', 'webp', 'jpeg2000', 'avif', 'bpg', 'kakadu')
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 AVIF_SPEED = 6
 
 
@@ -222,7 +218,7 @@ def list_images(images):
     """Sorted image paths from a directory (by extension) or a glob (every match that is a file)."""
     if os.path.isdir(images):
         return sorted(p for p in glob.glob(os.path.join(glob.escape(images), '*'))
-                      if os.path.isfile(p) and os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
+                      if os.path.isfile(p) and images_lib.has_image_extension(p))
     if _has_magic(images):
         return sorted(p for p in glob.glob(images) if os.path.isfile(p))
     if os.path.isfile(images):
@@ -258,9 +254,11 @@ def parse_qualities(specs):
     return grids
 
 
-def run(images, codecs=ALL_CODECS, out_root=None, jobs=2, dataset=None, grids=None, log=print):
-    """Measures all images for all available codecs. Returns {codec: number of CSVs written}."""
-    out_root = out_root or os.environ.get('OTHER_CODECS_ROOT') or 'other_codecs'
+def run(images, codecs=ALL_CODECS, out_root=None, jobs=None, dataset=None, grids=None, log=print):
+    """Measures all images for all available codecs (jobs: worker processes, None: one per CPU).
+    Returns {codec: number of CSVs written}."""
+    out_root = out_root or rd_curves.default_other_codecs_root()
+    jobs = jobs or os.cpu_count() or 1
     dataset = dataset or dataset_name_from(images)
     grids = dict(GRIDS, **(grids or {}))
     paths = list_images(images)
@@ -291,8 +289,8 @@ def run(images, codecs=ALL_CODECS, out_root=None, jobs=2, dataset=None, grids=No
             todo += 1
         log('{}: {} of {} images to do -> {}'.format(codec, todo, len(paths), out_dir))
     written = {}
-    progress = tqdm(total=len(tasks), unit='img', file=sys.stderr, disable=not tasks) if tqdm else None
-    say = progress.write if (progress is not None and log is print) else log
+    progress = tqdm(total=len(tasks), unit='img', file=sys.stderr, disable=not tasks)
+    say = progress.write if log is print else log  # above the bar while it is drawn
 
     noted = set()
 
@@ -305,8 +303,7 @@ def run(images, codecs=ALL_CODECS, out_root=None, jobs=2, dataset=None, grids=No
             written[codec] = written.get(codec, 0) + 1
         else:
             say(msg)
-        if progress is not None:
-            progress.update(1)
+        progress.update(1)
 
     if jobs <= 1 or len(tasks) <= 1:
         for t in tasks:
@@ -316,8 +313,7 @@ def run(images, codecs=ALL_CODECS, out_root=None, jobs=2, dataset=None, grids=No
             futures = {pool.submit(_measure_task, t): t for t in tasks}
             for fut in as_completed(futures):
                 done(fut.result(), futures[fut][0], futures[fut][1])
-    if progress is not None:
-        progress.close()
+    progress.close()
     return written
 
 
@@ -333,7 +329,8 @@ def main(argv=None):
                    help='comma-separated subset of {} (default: all; unavailable ones are skipped)'
                    .format(','.join(ALL_CODECS)))
     p.add_argument('--out', help='OTHER_CODECS_ROOT (default: $OTHER_CODECS_ROOT, else other_codecs)')
-    p.add_argument('--jobs', type=int, default=2, help='parallel worker processes (default 2)')
+    p.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
+                   help='parallel worker processes. Default: the number of CPUs (%(default)s)')
     p.add_argument('--dataset', help='dataset name for the output folders (default: last path component '
                                      'of the image directory)')
     p.add_argument('--qualities', action='append', metavar='CODEC=Q1,Q2,...',
@@ -354,7 +351,7 @@ def main(argv=None):
     try:
         written = run(flags.images, codecs, flags.out, flags.jobs, flags.dataset, grids)
     except rd_curves.RDError as e:
-        print('other_codecs.py: error: {}'.format(e), file=sys.stderr)
+        print('Error: {}'.format(e), file=sys.stderr)
         return 1
     print('Wrote {} CSV(s) ({}) in {:.1f}s'.format(
         sum(written.values()), ', '.join('{}: {}'.format(k, v) for k, v in sorted(written.items())) or '-',

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Rate-distortion plot of our models against classical codecs (and the paper's Fig. 1), plus a table.
 
     python plotter.py LOG_DIR_ROOT JOB_IDS DATASET [--style mean|interp ...] [--ids A B C] [--latex]
@@ -23,10 +24,10 @@ e.g. `python plotter.py ../ckpts 0515_1103,0515_1309,0515_1310 kodak --style mea
   bpps of our models).
 """
 import argparse
+import io
 import os
 import shutil
 import sys
-import warnings
 
 import matplotlib
 
@@ -35,6 +36,7 @@ from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+import file_helpers  # noqa: E402
 import rd_curves  # noqa: E402
 
 # bpp -> MS-SSIM on Kodak of the paper's Fig. 1 curve (from the original repository's README).
@@ -264,10 +266,10 @@ def make_plot(flags, groups, codec_curves, labels, output_path, log):
 
     outputs = [output_path] + ([os.path.splitext(output_path)[0] + '.pdf'] if flags.pdf else [])
     for out in outputs:
-        if os.path.dirname(out):
-            os.makedirs(os.path.dirname(out), exist_ok=True)
+        buf = io.BytesIO()
         try:
-            fig.savefig(out, bbox_inches='tight', dpi=150)
+            # the format from the name, as savefig(path) would; None: matplotlib's default (PNG)
+            fig.savefig(buf, format=os.path.splitext(out)[1][1:].lower() or None, bbox_inches='tight', dpi=150)
         except (RuntimeError, OSError) as e:
             if not usetex:
                 raise
@@ -275,6 +277,7 @@ def make_plot(flags, groups, codec_curves, labels, output_path, log):
             plt.close(fig)
             flags.latex = False
             return make_plot(flags, groups, codec_curves, labels, output_path, log)
+        file_helpers.atomic_write_bytes(out, buf.getvalue())
         log('Saved {}'.format(out))
     plt.close(fig)
     return outputs
@@ -303,17 +306,29 @@ def models_table(groups, labels):
     return _fmt_table(header, rows)
 
 
+BD_LINEAR_NOTE = ('piecewise-linear: a curve has fewer than the 4 points that the standard Bjontegaard cubic fit '
+                  'of log(bpp) against the metric needs, so log(bpp) is interpolated linearly between its points '
+                  '(not comparable digit for digit with cubic BD-rates)')
+
+
+def _bd_method_text(method, num_points):
+    return 'cubic fit' if method == rd_curves.BD_CUBIC else 'piecewise-linear ({} points)'.format(num_points)
+
+
 def bd_table(test_curves, codec_curves, metric):
-    """test_curves: [(label, bpps, values)]; codec_curves: {codec: (grid, values)}."""
+    """test_curves: [(label, bpps, values)]; codec_curves: {codec: (grid, values)}. The table, and under it
+    what piecewise-linear means if a row used it."""
     header = ['curve', 'vs codec', 'BD-rate', 'method', 'points (ours/codec)', '{} range'.format(METRIC_NAMES[metric])]
     rows = []
+    methods = set()
     for label, bpps, values in test_curves:
         for codec, (g, v) in codec_curves.items():
             bd, method, rng = rd_curves.bd_rate(g, v, bpps, values)
-            rows.append([label, _codec_label(codec), 'n/a' if bd is None else '{:+.1f}%'.format(bd), method,
-                         '{}/{}'.format(len(bpps), len(g)),
+            methods.add(method)
+            rows.append([label, _codec_label(codec), 'n/a' if bd is None else '{:+.1f}%'.format(bd),
+                         _bd_method_text(method, min(len(bpps), len(g))), '{}/{}'.format(len(bpps), len(g)),
                          '-' if rng is None else '{:.4g}..{:.4g}'.format(*rng)])
-    return _fmt_table(header, rows)
+    return _fmt_table(header, rows) + ('\n' + BD_LINEAR_NOTE if rd_curves.BD_LINEAR in methods else '')
 
 
 def at_bpp_table(codec_dirs, bpps):
@@ -341,7 +356,7 @@ def main(argv=None):
     try:
         groups = load_models(flags.log_dir_root, flags.job_ids, flags.dataset)
     except rd_curves.RDError as e:
-        print('plotter.py: error: {}'.format(e), file=sys.stderr)
+        print('Error: {}'.format(e), file=sys.stderr)
         return 1
     for group in groups:
         _, missing = rd_curves.ours_per_image_curves(group, flags.metric)
@@ -380,9 +395,8 @@ def main(argv=None):
     if flags.paper_plot and flags.metric == 'ms-ssim' and flags.dataset.lower() == 'kodak':
         test_curves.append((LABEL_FIG1, [b for b, _ in CVPR_FIG1], [v for _, v in CVPR_FIG1]))
     if test_curves and codec_curves:
-        log('\nBD-rate in {} vs the codecs\' averaged curves (negative = fewer bits than the codec; cubic fit '
-            'of log(bpp) vs metric if both curves have >= 4 points, else piecewise-linear):'.format(
-                METRIC_NAMES[flags.metric]))
+        log('\nBD-rate in {} vs the codecs\' averaged curves (negative = fewer bits than the codec):'.format(
+            METRIC_NAMES[flags.metric]))
         log(bd_table(test_curves, codec_curves, flags.metric))
     at_bpp = flags.at_bpp or sorted(m.mean('bpp') for g in groups for m in g)
     if at_bpp and codec_dirs:

@@ -26,11 +26,14 @@ needs fewer bits). log R(m) is a cubic polynomial least-squares fit of log(rate)
 """
 import csv
 import glob
+import io
 import os
-import re
 
 import numpy as np
 from scipy import interpolate
+
+import file_helpers
+import logdir_helpers
 
 DEFAULT_BPP_GRID = np.linspace(0.1, 1.4, 50)
 REQUIRED_COVERAGE = 0.99  # a grid point must be covered by more than this fraction of the images
@@ -39,10 +42,8 @@ CODEC_CSV_HEADER = ('q', 'bpp', 'ssim', 'msssim', 'psnr')
 CODEC_CSV_SUFFIX = '_out.csv'
 # metric name (as in plotter.py / measures.csv) -> column in the codec CSVs
 CODEC_METRIC_COLUMNS = {'ms-ssim': 'msssim', 'msssim': 'msssim', 'psnr': 'psnr', 'ssim': 'ssim'}
-MEASURES_FILE = 'measures.csv'
+MEASURES_FILE = 'measures.csv'  # of the latest checkpoint; older ones: older_measures_file(step)
 METRICS = ('ms-ssim', 'psnr')
-
-_JOB_ID_RE = re.compile(r'^\d{4}_\d{4}$')
 
 
 class RDError(Exception):
@@ -94,19 +95,12 @@ def read_codec_dir(codec_dir_path, metric):
 
 
 def write_csv_atomic(path, header, rows):
-    """Writes a CSV via a temp file in the same folder + rename, so readers never see partial files."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, '.{}.{}.part'.format(os.path.basename(path), os.getpid()))
-    try:
-        with open(tmp, 'w', newline='') as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """The CSV writer of other_codecs.py and val.py (atomic: a resumed run takes an existing file as done)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator='\n')
+    w.writerow(header)
+    w.writerows(rows)
+    file_helpers.atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def _read_csv_columns(path, required):
@@ -136,18 +130,28 @@ def parse_job_groups(job_ids):
     return groups
 
 
+def measures_dir(log_dir_root, job_id, dataset):
+    """Where val.py writes the measures of a job on a dataset."""
+    return os.path.join(log_dir_root, '{} {}'.format(job_id, dataset))
+
+
+def older_measures_file(step):
+    """The measures of a checkpoint before the latest, next to MEASURES_FILE (the original overwrote it)."""
+    return 'measures-{}.csv'.format(step)
+
+
 def find_measures_file(log_dir_root, job_id, dataset):
     """Path of `<root>/<job_id> <dataset>/measures.csv` (or `<root>/<job_id>* <dataset>/...`); RDError if absent."""
     if not os.path.isdir(log_dir_root):
         raise RDError('LOG_DIR_ROOT does not exist or is not a directory: {}'.format(log_dir_root))
-    exact = os.path.join(log_dir_root, '{} {}'.format(job_id, dataset))
+    exact = measures_dir(log_dir_root, job_id, dataset)
     candidates = [exact] if os.path.isdir(exact) else sorted(
         p for p in glob.glob(os.path.join(glob.escape(log_dir_root), glob.escape(job_id) + '* ' + glob.escape(dataset)))
         if os.path.isdir(p))
     if not candidates:
         known = [n for n in os.listdir(log_dir_root) if n.startswith(job_id)]
         if not known:
-            hint = '' if _JOB_ID_RE.match(job_id) else ' (job ids look like MMDD_HHMM)'
+            hint = '' if logdir_helpers.JOB_ID_RE.fullmatch(job_id) else ' (job ids look like MMDD_HHMM)'
             raise RDError('Unknown job id {!r}: nothing in {} starts with it{}'.format(job_id, log_dir_root, hint))
         raise RDError('Missing measures file {} (job {!r} has no measures for dataset {!r}; run val.py first)'
                       .format(os.path.join(exact, MEASURES_FILE), job_id, dataset))

@@ -19,9 +19,7 @@ the distance to each codec's image-averaged curve at our mean bpp is printed and
 `val/<dataset>/distance_<codec>_ms-ssim` and `..._psnr` (our mean minus the codec's; > 0 = better).
 """
 import argparse
-import csv
 import glob
-import io
 import json
 import os
 import shutil
@@ -32,7 +30,9 @@ import uuid
 import numpy as np
 from tqdm import tqdm
 
-import codec
+import arithmetic_coding
+import file_helpers
+import image_codec
 import images
 import inference
 import logdir_helpers
@@ -40,9 +40,7 @@ import ms_ssim_np
 import rd_curves
 import saver as saver_lib
 
-MEASURES = 'measures.csv'
 VALIDATED = 'validated_ckpts.json'
-_IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.gif')
 # The original's fixed dataset keys: key -> folder of PNGs under $VAL_ROOT. They take precedence over a
 # local folder of the same name, as there.
 KNOWN_DATASETS = {
@@ -69,7 +67,7 @@ def parse_args(argv=None):
                    help='validate every K-th checkpoint (counting from the oldest) plus always the latest; '
                         '1: all, -1: only the latest. Default: 2')
     p.add_argument('--reset', action='store_true', help='forget earlier results in the output dir')
-    p.add_argument('--coder', choices=['fast', 'python'], default='fast',
+    p.add_argument('--coder', choices=arithmetic_coding.CODERS, default=arithmetic_coding.DEFAULT_CODER,
                    help='entropy coder for --real_bpp: fast (range coder) or python (reference)')
     p.add_argument('--other_codecs_root', default=None,
                    help='where other_codecs.py wrote the codec curves (default: $OTHER_CODECS_ROOT, '
@@ -110,7 +108,7 @@ def resolve_images(spec):
         paths = _pngs_in(spec)
         name = os.path.basename(os.path.normpath(spec))
     elif any(ch in spec for ch in '*?['):
-        paths = [p for p in glob.glob(spec) if p.lower().endswith(_IMAGE_EXTS)]
+        paths = [p for p in glob.glob(spec) if images.has_image_extension(p)]
         name = [part for part in spec.split(os.sep) if part][-1].replace('*', '').strip('._-') or \
             os.path.basename(os.path.dirname(spec))
         if not name or any(ch in name for ch in '?['):
@@ -129,10 +127,6 @@ def resolve_images(spec):
 
 # Output dir bookkeeping ------------------------------------------------------------------------------
 
-def out_dir_of(log_dir_root, job_id, dataset):
-    return os.path.join(log_dir_root, '{} {}'.format(job_id, dataset))
-
-
 def read_validated(out_dir):
     try:
         with open(os.path.join(out_dir, VALIDATED)) as f:
@@ -142,7 +136,7 @@ def read_validated(out_dir):
 
 
 def write_validated(out_dir, steps):
-    images.atomic_write_bytes(os.path.join(out_dir, VALIDATED), json.dumps(sorted(steps)).encode())
+    file_helpers.atomic_write_bytes(os.path.join(out_dir, VALIDATED), json.dumps(sorted(steps)).encode())
 
 
 def select_ckpts(all_steps, ckpt_step):
@@ -160,12 +154,8 @@ def ckpts_to_validate(all_steps, ckpt_step, done):
 
 
 def write_measures(path, rows, columns):
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator='\n')
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([r[c] if isinstance(r[c], str) else '{:.6f}'.format(r[c]) for c in columns])
-    images.atomic_write_bytes(path, buf.getvalue().encode())
+    rd_curves.write_csv_atomic(path, columns, [[r[c] if isinstance(r[c], str) else '{:.6f}'.format(r[c])
+                                                for c in columns] for r in rows])
 
 
 def event_writer(out_dir):
@@ -195,10 +185,10 @@ def measure_image(model, img, real_bpp, coder):
          'psnr': ms_ssim_np.psnr(img, rec)}
     if real_bpp:
         t0 = time.time()
-        data = codec.encode_image(model, img, coder)
+        data = image_codec.encode_image(model, img, coder)
         m['enc_s'] = time.time() - t0
         t0 = time.time()
-        symbols, _ = codec.decode_symbols(model, data)
+        symbols, _ = image_codec.decode_symbols(model, data)
         decoded = images.to_uint8(model.decode_symbols(symbols)[:h, :w])
         m['dec_s'] = time.time() - t0
         if not np.array_equal(symbols, r['symbols'][0]):
@@ -211,7 +201,7 @@ def measure_image(model, img, real_bpp, coder):
 def validate_ckpt(model, paths, out_dir, dataset, flags, is_latest, writer, codec_distances=None):
     columns = ['img_name', 'bpp', 'ms-ssim', 'psnr'] + (['bpp_real', 'enc_s', 'dec_s'] if flags.real_bpp else [])
     rows = []
-    bar = tqdm(paths, desc='ckpt {}'.format(model.step), unit='img', file=sys.stdout, dynamic_ncols=True)
+    bar = tqdm(paths, desc='ckpt {}'.format(model.step), unit='img', file=sys.stderr, dynamic_ncols=True)
     for path in bar:
         img, note = images.load_rgb(path)
         if note:
@@ -224,7 +214,7 @@ def validate_ckpt(model, paths, out_dir, dataset, flags, is_latest, writer, code
         bar.set_postfix_str(_means_text(rows, columns))
     bar.close()
     means = {c: float(np.mean([r[c] for r in rows])) for c in columns[1:]}
-    target = MEASURES if is_latest else 'measures-{}.csv'.format(model.step)
+    target = rd_curves.MEASURES_FILE if is_latest else rd_curves.older_measures_file(model.step)
     write_measures(os.path.join(out_dir, target), rows, columns)
     scalars = {'val/{}/avg_{}'.format(dataset, k.replace('-', '_')): v for k, v in means.items()}
     dist_scalars, dist_lines = rd_curves.distance_scalars('val/' + dataset, means, codec_distances or {})
@@ -245,7 +235,7 @@ def _means_text(rows, columns):
 
 def validate_job(log_dir_root, job_id, paths, dataset, flags, codec_distances=None):
     log_dir = logdir_helpers.find_log_dir(log_dir_root, job_id)
-    out_dir = out_dir_of(log_dir_root, job_id, dataset)
+    out_dir = rd_curves.measures_dir(log_dir_root, job_id, dataset)
     if flags.reset and os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -298,7 +288,7 @@ def main(argv=None):
         codec_distances = rd_curves.load_codec_distances(other_codecs_root, dataset)
         for job_id in job_ids:
             validate_job(flags.log_dir_root, job_id, paths, dataset, flags, codec_distances)
-    except (ValError, codec.CodecError, images.ImageError, inference.ModelError, ValueError) as e:
+    except (ValError, image_codec.CodecError, images.ImageError, inference.ModelError, ValueError) as e:
         print('Error: {}'.format(e), file=sys.stderr)
         return 1
     return 0

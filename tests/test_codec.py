@@ -1,4 +1,4 @@
-"""codec.py: exact round trips through both coders, block coding, the file format's error cases."""
+"""image_codec.py and image_codec.py: exact round trips through both coders, block coding, the file format's error cases."""
 import os
 import stat
 import struct
@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import codec
+import image_codec
 import images
 import inference
 import symbol_coder
@@ -34,17 +35,17 @@ def _encoder_side(model, img):
 @pytest.mark.parametrize('h,w', [(32, 48), (37, 29)])
 def test_image_round_trip_is_exact(model, coder, h, w):
     img = smooth_image(h, w, seed=h)
-    data = codec.encode_image(model, img, coder)
-    symbols, hdr = codec.decode_symbols(model, data)
+    data = image_codec.encode_image(model, img, coder)
+    symbols, hdr = image_codec.decode_symbols(model, data)
     expected_symbols, expected_img = _encoder_side(model, img)
     np.testing.assert_array_equal(symbols, expected_symbols)
     assert (hdr['height'], hdr['width'], hdr['coder']) == (h, w, coder)
     # identical symbols must give identical pixels: a decoder that used other centers, another crop, or
     # truncation instead of rounding would differ
-    out = codec.decode_image(model, data)
+    out = image_codec.decode_image(model, data)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, expected_img)
-    assert len(data) == codec.HEADER_BYTES + len(hdr['payload'])
+    assert len(data) == image_codec.HEADER_BYTES + len(hdr['payload'])
 
 
 @pytest.mark.parametrize('coder', ['fast', 'python'])
@@ -79,7 +80,7 @@ def test_real_bits_close_to_ideal(model):
 
 def _encoded(model, tmp_path):
     img = smooth_image(24, 40, seed=5)
-    return codec.encode_image(model, img)
+    return image_codec.encode_image(model, img)
 
 
 @pytest.mark.parametrize('mutate,message', [
@@ -93,8 +94,8 @@ def _encoded(model, tmp_path):
 ])
 def test_bad_files_are_rejected(model, tmp_path, mutate, message):
     data = mutate(_encoded(model, tmp_path))
-    with pytest.raises(codec.CodecError, match=message):
-        codec.decode_image(model, data)
+    with pytest.raises(image_codec.CodecError, match=message):
+        image_codec.decode_image(model, data)
 
 
 def test_other_model_is_refused(model, tmp_path):
@@ -102,8 +103,8 @@ def test_other_model_is_refused(model, tmp_path):
     other = inference.Model(make_model_dir(tmp_path, seed=1))
     try:
         assert other.fingerprint != model.fingerprint
-        with pytest.raises(codec.CodecError, match='different model'):
-            codec.decode_image(other, data)
+        with pytest.raises(image_codec.CodecError, match='different model'):
+            image_codec.decode_image(other, data)
     finally:
         other.close()
 
@@ -134,7 +135,7 @@ def test_cli_round_trip_and_errors(model, tmp_path, capsys):
 
 
 def _reference_output(model, data):
-    return codec.decode_image(model, data)
+    return image_codec.decode_image(model, data)
 
 
 def test_every_damaged_file_fails_cleanly_or_decodes_exactly(model):
@@ -144,16 +145,16 @@ def test_every_damaged_file_fails_cleanly_or_decodes_exactly(model):
     data = _encoded(model, None)
     expected = _reference_output(model, data)
     rng = np.random.RandomState(0)
-    payload_bits = 8 * (len(data) - codec.HEADER_BYTES)
-    flips = list(range(8 * codec.HEADER_BYTES)) + sorted(
-        8 * codec.HEADER_BYTES + rng.choice(payload_bits, min(payload_bits, 64), replace=False))
+    payload_bits = 8 * (len(data) - image_codec.HEADER_BYTES)
+    flips = list(range(8 * image_codec.HEADER_BYTES)) + sorted(
+        8 * image_codec.HEADER_BYTES + rng.choice(payload_bits, min(payload_bits, 64), replace=False))
     damaged = [data[:b // 8] + bytes([data[b // 8] ^ (1 << (b % 8))]) + data[b // 8 + 1:] for b in flips]
     damaged += [data[:n] for n in range(0, len(data), max(1, len(data) // 40))]
     refused = 0
     for d in damaged:
         try:
-            out = codec.decode_image(model, d)
-        except codec.CodecError as e:
+            out = image_codec.decode_image(model, d)
+        except image_codec.CodecError as e:
             assert '\n' not in str(e) and str(e)
             refused += 1
             continue
@@ -167,27 +168,27 @@ def test_huge_size_is_refused_before_allocating(model):
     data = _encoded(model, None)
     fields = list(struct.unpack_from('<4sBBBB8sIIII', data))
     fields[1], fields[6] = 1, 1 << 31
-    fields[9] = zlib.crc32(data[codec.HEADER_BYTES:])
-    v1 = struct.pack('<4sBBBB8sIIII', *fields) + data[codec.HEADER_BYTES:]
-    with pytest.raises(codec.CodecError, match='image size'):
-        codec.decode_image(model, v1)
+    fields[9] = zlib.crc32(data[image_codec.HEADER_BYTES:])
+    v1 = struct.pack('<4sBBBB8sIIII', *fields) + data[image_codec.HEADER_BYTES:]
+    with pytest.raises(image_codec.CodecError, match='image size'):
+        image_codec.decode_image(model, v1)
 
 
 def test_version_1_files_still_decode(model):
     """Files written before the header was covered by the checksum decode as before."""
     data = _encoded(model, None)
     fields = list(struct.unpack_from('<4sBBBB8sIIII', data))
-    fields[1], fields[9] = 1, zlib.crc32(data[codec.HEADER_BYTES:])
-    v1 = struct.pack('<4sBBBB8sIIII', *fields) + data[codec.HEADER_BYTES:]
-    np.testing.assert_array_equal(codec.decode_image(model, v1), _reference_output(model, data))
+    fields[1], fields[9] = 1, zlib.crc32(data[image_codec.HEADER_BYTES:])
+    v1 = struct.pack('<4sBBBB8sIIII', *fields) + data[image_codec.HEADER_BYTES:]
+    np.testing.assert_array_equal(image_codec.decode_image(model, v1), _reference_output(model, data))
 
 
 def test_blocks_larger_than_the_symbol_grid_are_refused(model):
     img = smooth_image(24, 40, seed=5)  # symbol grid 3 x 5
-    with pytest.raises(codec.CodecError, match='more than the 3x5 symbol grid'):
-        codec.encode_image(model, img, blocks=(4, 1))
-    data = codec.encode_image(model, img, blocks=(3, 5))
-    np.testing.assert_array_equal(codec.decode_image(model, data), _reference_output(model, codec.encode_image(model, img)))
+    with pytest.raises(image_codec.CodecError, match='more than the 3x5 symbol grid'):
+        image_codec.encode_image(model, img, blocks=(4, 1))
+    data = image_codec.encode_image(model, img, blocks=(3, 5))
+    np.testing.assert_array_equal(image_codec.decode_image(model, data), _reference_output(model, image_codec.encode_image(model, img)))
 
 
 def test_written_files_get_the_users_umask(model, tmp_path):
@@ -220,11 +221,11 @@ def test_golden_files_decode_identically_on_this_machine():
         for name, want in sorted(golden['files'].items()):
             with open(os.path.join(GOLDEN_FILES, name), 'rb') as f:
                 data = f.read()
-            symbols, hdr = codec.decode_symbols(m, data)
+            symbols, hdr = image_codec.decode_symbols(m, data)
             assert list(symbols.shape) == want['symbols_shape'], name
             assert hashlib.sha256(np.ascontiguousarray(symbols, np.int64).tobytes()).hexdigest() == \
                 want['sha256_of_decoded_symbols_int64'], name
-            out = codec.decode_image(m, data)
+            out = image_codec.decode_image(m, data)
             assert out.shape == (want['height'], want['width'], 3)
             recorded = np.asarray(Image.open(os.path.join(GOLDEN_FILES, name[:-4] + '.png')))
             diff = np.abs(out.astype(int) - recorded)
@@ -282,7 +283,7 @@ def test_decode_finds_the_files_model_among_several(model, other_models, tmp_pat
     """The model is found among three, the output is what that model decodes, and the second time the
     cached fingerprints rule the other models out without loading them (only the file's model is loaded)."""
     root = _models_root(tmp_path, [model.log_dir] + other_models)
-    monkeypatch.setattr(codec, 'SHIPPED_MODELS', root)
+    monkeypatch.setattr(image_codec, 'SHIPPED_MODELS', root)
     f, data = _write_encoded(model, tmp_path)
     out = str(tmp_path / 'out.png')
     loaded = _counting_model_loads(monkeypatch)
@@ -305,7 +306,7 @@ def test_decode_without_a_matching_model_names_the_models_tried(model, other_mod
     broken = os.path.join(root, 'broken', 'ckpts')
     os.makedirs(broken)
     open(os.path.join(broken, 'ckpt-5.index'), 'w').close()
-    monkeypatch.setattr(codec, 'SHIPPED_MODELS', root)
+    monkeypatch.setattr(image_codec, 'SHIPPED_MODELS', root)
     f, data = _write_encoded(model, tmp_path)
     out = str(tmp_path / 'out.png')
     for _ in range(2):  # without and with cached fingerprints
@@ -316,14 +317,14 @@ def test_decode_without_a_matching_model_names_the_models_tried(model, other_mod
         for name in OTHER_NAMES:
             assert repr(name) in err
         assert "'broken' (cannot load" in err and 'kodak' not in err
-    with pytest.raises(codec.CodecError, match='no models'):
-        codec.find_model_for(model.fingerprint, str(tmp_path / 'empty'))
+    with pytest.raises(image_codec.CodecError, match='no models'):
+        image_codec.find_model_for(model.fingerprint, str(tmp_path / 'empty'))
 
 
 def test_decode_with_model_uses_it_directly(model, tmp_path, monkeypatch):
     def no_search(*args):
         raise AssertionError('searched although --model was given')
-    monkeypatch.setattr(codec, 'find_model_for', no_search)
+    monkeypatch.setattr(image_codec, 'find_model_for', no_search)
     f, data = _write_encoded(model, tmp_path)
     out = str(tmp_path / 'out.png')
     assert codec.main(['decode', f, '-o', out, '--model', model.log_dir]) == 0
@@ -350,7 +351,7 @@ def test_fingerprint_cache_is_a_hint_only(model, other_models, tmp_path):
             json.dump(dict(saved, fingerprint=fingerprint.hex()), f)
     claim(OTHER_NAMES[0], model.fingerprint)
     claim(MODEL_NAME, b'\0' * 8)
-    found = codec.find_model_for(model.fingerprint, root)
+    found = image_codec.find_model_for(model.fingerprint, root)
     try:
         assert found.fingerprint == model.fingerprint and os.path.basename(found.log_dir) == MODEL_NAME
     finally:

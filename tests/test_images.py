@@ -347,6 +347,7 @@ def test_val_codec_and_other_codecs_load_the_same_pixels(tmp_path, monkeypatch, 
     """An EXIF-rotated JPEG and a dark 16-bit PNG through each program's own path: all give load_rgb's
     array (other_codecs.py had its own loader that scaled 16-bit images differently and ignored EXIF)."""
     import codec
+    import image_codec
     import other_codecs
     import val
     assert not hasattr(other_codecs, 'load_rgb')
@@ -359,8 +360,8 @@ def test_val_codec_and_other_codecs_load_the_same_pixels(tmp_path, monkeypatch, 
         def fake_encode(model, img, *args, **kwargs):
             seen['codec'] = img
             return b'x'
-        monkeypatch.setattr(codec, '_load_model', lambda model_dir: None)
-        monkeypatch.setattr(codec, 'encode_image', fake_encode)
+        monkeypatch.setattr(image_codec, 'load_model', lambda model_dir: None)
+        monkeypatch.setattr(image_codec, 'encode_image', fake_encode)
         assert codec.main(['encode', 'some_model', path, '-o', str(tmp_path / 'out.cpm')]) == 0
 
         def fake_jpeg(rgb, q):
@@ -383,3 +384,20 @@ def test_val_codec_and_other_codecs_load_the_same_pixels(tmp_path, monkeypatch, 
             np.testing.assert_array_equal(img, expected, err_msg='{} on {}'.format(who, path))
     err = capsys.readouterr().err
     assert 'EXIF Orientation (6)' in err and '16-bit' in err  # codec.py says what it converted
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    """images.save_png and every other writer go through file_helpers.atomic_path."""
+    import file_helpers
+    path = str(tmp_path / 'x.png')
+    images.save_png(path, np.zeros((4, 4, 3), np.uint8))
+    before = open(path, 'rb').read()
+    with pytest.raises(RuntimeError):
+        with file_helpers.atomic_path(path) as tmp:
+            with open(tmp, 'wb') as f:
+                f.write(b'half')
+            raise RuntimeError('killed')
+    assert open(path, 'rb').read() == before and sorted(os.listdir(str(tmp_path))) == ['x.png']
+    open(str(tmp_path / '.x.png.k1ll3d.tmp'), 'w').close()  # what SIGKILL would leave
+    assert file_helpers.remove_leftover_temp_files(path) == [str(tmp_path / '.x.png.k1ll3d.tmp')]
+    assert sorted(os.listdir(str(tmp_path))) == ['x.png']

@@ -444,14 +444,3 @@ def test_tf_gradient_finite(kind):
     assert np.all(np.isfinite(grad))
     if kind == 'identical':
         assert value == pytest.approx(1., abs=1e-6)
-
-
-def test_tf_psnr_and_mse():
-    a = np.full((2, 8, 8, 3), 100., np.float32)
-    b = a + np.array([1., 2.], np.float32)[:, None, None, None]
-    with tf.Graph().as_default():
-        p, m = ms_ssim_tf.psnr(a, b), ms_ssim_tf.mse(a, b)
-        with tf.Session() as sess:
-            p, m = sess.run([p, m])
-    np.testing.assert_allclose(m, [1., 4.])
-    np.testing.assert_allclose(p, [ms_ssim_np.psnr(a[0], b[0]), ms_ssim_np.psnr(a[1], b[1])], atol=1e-4)

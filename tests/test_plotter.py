@@ -91,7 +91,8 @@ def test_plot_both_styles(setup, capsys, style):
     assert len(bd_lines) == 2
     webp = next(l for l in bd_lines if 'WebP' in l)
     assert abs(float(webp.split()[2].rstrip('%')) + 20.) < 1.5
-    assert 'pw-linear' in webp
+    assert 'piecewise-linear (3 points)' in webp  # three models: the method is named in the row
+    assert plotter.BD_LINEAR_NOTE in printed
     assert any(l.startswith(plotter.LABEL_FIG1) for l in printed.splitlines())
 
 
@@ -183,6 +184,56 @@ def test_bd_rate_known_factor(n, method, expected_method):
     assert rng == pytest.approx((metric.min(), metric.max()))
     bd, _, _ = rd_curves.bd_rate(rates, metric, 1.25 * rates, metric, method=method)
     assert abs(bd - 25.) < 0.5
+
+
+@pytest.mark.parametrize('method', [rd_curves.BD_CUBIC, rd_curves.BD_LINEAR])
+def test_bd_rate_of_a_uniformly_cheaper_curve_is_exact(method):
+    """Every rate x 0.9 at the same quality: log R differs by log 0.9 everywhere, which a cubic least-squares
+    fit and linear interpolation both reproduce exactly, so BD-rate = -10 % to rounding."""
+    rates = np.array([0.12, 0.25, 0.41, 0.66, 0.93, 1.3])
+    metric = np.array([0.901, 0.935, 0.952, 0.968, 0.977, 0.985])
+    bd, used, rng = rd_curves.bd_rate(rates, metric, 0.9 * rates, metric, method=method)
+    assert used == method and bd == pytest.approx(-10., abs=1e-9)
+
+
+def test_bd_rate_cubic_is_exact_for_cubic_log_rate():
+    """log R is exactly a cubic in the metric on both curves, sampled at different metric values (5 and 4
+    points), so the cubic fits are exact and the BD-rate is the closed form. With t = (m - 30) / 10:
+    log R_ref = 0.5 + 2 t + 0.3 t^3, log R_test = log R_ref - 0.3 t^2. The overlap is t in [0.2, 1]
+    (m 32..40), where the mean of -0.3 t^2 is -0.1 (1 - 0.2^3) / 0.8 = -0.124: BD = exp(-0.124) - 1."""
+    def log_rate_ref(t):
+        return 0.5 + 2. * t + 0.3 * t ** 3
+    t_ref = np.array([0., 0.3, 0.55, 0.7, 1.])
+    t_test = np.array([0.2, 0.5, 0.9, 1.2])
+    bd, used, rng = rd_curves.bd_rate(np.exp(log_rate_ref(t_ref)), 30. + 10. * t_ref,
+                                      np.exp(log_rate_ref(t_test) - 0.3 * t_test ** 2), 30. + 10. * t_test)
+    assert used == rd_curves.BD_CUBIC and rng == pytest.approx((32., 40.))
+    assert bd == pytest.approx(100. * (np.exp(-0.124) - 1.), abs=1e-9)  # -11.6614...%
+
+
+def test_bd_rate_piecewise_linear_is_exact_for_piecewise_linear_log_rate():
+    """3 points on one curve (the plotter's case), 2 on the other; log R linear between them, so the
+    trapezoids are exact: ref integral over m 0..2 = 0.5 + 2 = 2.5, test (-0.5 -> 2.5) = 2, mean
+    difference -0.25: BD = exp(-0.25) - 1 = -22.12 %."""
+    bd, used, rng = rd_curves.bd_rate(np.exp([0., 1., 3.]), [0., 1., 2.], np.exp([-0.5, 2.5]), [0., 2.])
+    assert used == rd_curves.BD_LINEAR and rng == (0., 2.)
+    assert bd == pytest.approx(100. * (np.exp(-0.25) - 1.), abs=1e-9)
+
+
+@pytest.mark.parametrize('ref,test,expected', [
+    # "Sample 1" of the Bjontegaard_metric demo (github.com/Anserw/Bjontegaard_metric), kbps / dB
+    (([686.76, 309.58, 157.11, 85.95], [40.28, 37.18, 34.24, 31.42]),
+     ([893.34, 407.8, 204.93, 112.75], [40.39, 37.21, 34.17, 31.24]), 31.397374),
+    # "Test 1" of the FAU-LMS bjontegaard package (libx265 presets), kbps / dB
+    (([9487.76, 4593.60, 2486.44, 1358.24], [40.037, 38.615, 36.845, 34.851]),
+     ([9787.80, 4469.00, 2451.52, 1356.24], [40.121, 38.651, 36.970, 34.987]), -4.420463),
+])
+def test_bd_rate_cubic_on_widely_used_example_curves(ref, test, expected):
+    """Cross-check, not a published reference: no source states these curves' VCEG-M33 results, the values
+    are those of the classic np.polyfit port (log rate, cubic in PSNR, integral over the PSNR overlap),
+    which an independent implementation's tests expect too."""
+    bd, used, _ = rd_curves.bd_rate(ref[0], ref[1], test[0], test[1])
+    assert used == rd_curves.BD_CUBIC and bd == pytest.approx(expected, abs=1e-6)
 
 
 def test_bd_rate_partial_and_empty_overlap():

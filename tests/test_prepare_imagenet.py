@@ -156,13 +156,14 @@ def test_rerun_does_no_work_and_resumes(mini, tmp_path, monkeypatch):
     assert [os.stat(f).st_mtime_ns for f in files] == mtimes
     monkeypatch.undo()
 
-    # an interrupted run: one record missing, a temp file left over
+    # a killed run: one record missing, the temporary file of its atomic write left over
     os.remove(files[2])
-    open(files[1] + '.tmp', 'w').close()
+    leftover = os.path.join(os.path.dirname(files[2]), '.{}.k1ll3d.tmp'.format(os.path.basename(files[2])))
+    open(leftover, 'w').close()
     stats = _prepare(mini['train_tar'], out)
     assert stats.new_records == 1
     assert [open(f, 'rb').read() for f in files] == contents
-    assert not glob.glob(str(out / 'train' / '*.tmp'))
+    assert not glob.glob(str(out / 'train' / '*.tmp')) + glob.glob(str(out / 'train' / '.*.tmp'))
     assert [os.stat(f).st_mtime_ns for f in files[:2]] == mtimes[:2]
     assert len((out / 'train' / 'skipped.txt').read_text().splitlines()) == 1
 

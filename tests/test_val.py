@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import codec
+import image_codec
 import images
 import inference
 import ms_ssim_np
@@ -70,25 +70,25 @@ def test_val_writes_measures_and_reconstructions(tmp_path, capsys):
             orig, _ = images.load_rgb(os.path.join(imgs, r['img_name']))
             h, w = orig.shape[:2]
             # the file val.py measured is what the codec CLI writes for this model and image
-            data = codec.encode_image(model, orig, 'fast')
+            data = image_codec.encode_image(model, orig, 'fast')
             assert r['bpp_real'] == '{:.6f}'.format(8. * len(data) / (h * w))
             bits = model.run(images.pad_to_multiple(orig), model.g.bit_cost)
             estimate = float(np.sum(bits)) / (h * w)  # of the padded volume, over the original pixels
             np.testing.assert_allclose(float(r['bpp']), estimate, rtol=1e-5, atol=1e-6)
             # the file is the 32-byte header plus a payload within a few bytes of the estimate: a wrong pixel
             # count (e.g. the padded one, 32x48 for b.png), a missing header or a lost payload all break this
-            payload_bits = float(r['bpp_real']) * h * w - 8 * codec.HEADER_BYTES
+            payload_bits = float(r['bpp_real']) * h * w - 8 * image_codec.HEADER_BYTES
             assert -8 - 0.01 * estimate * h * w <= payload_bits - estimate * h * w <= 40 + 0.01 * estimate * h * w
 
             rec = np.asarray(Image.open(os.path.join(out_dir, 'imgs', os.path.splitext(r['img_name'])[0] + '.png')))
             # with --real_bpp the saved reconstruction is the decoded file
-            np.testing.assert_array_equal(rec, codec.decode_image(model, data))
+            np.testing.assert_array_equal(rec, image_codec.decode_image(model, data))
             np.testing.assert_allclose(float(r['psnr']), ms_ssim_np.psnr(orig, rec), rtol=1e-5)
             np.testing.assert_allclose(float(r['ms-ssim']), ms_ssim_np.ms_ssim(orig, rec), rtol=1e-5)
         # unrounded: the real bpp is exactly the file's bits over the original pixel count
         orig, _ = images.load_rgb(os.path.join(imgs, 'b.png'))
         m, _ = val.measure_image(model, orig, True, 'fast')
-        assert m['bpp_real'] == 8. * len(codec.encode_image(model, orig, 'fast')) / (27 * 45)
+        assert m['bpp_real'] == 8. * len(image_codec.encode_image(model, orig, 'fast')) / (27 * 45)
     finally:
         model.close()
     out = capsys.readouterr().out
