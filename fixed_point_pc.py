@@ -17,30 +17,53 @@ symbols) and an index <= T for later layers (inputs are activations already comp
 the decoder evaluates wave after wave: the four layers at all positions with index T (in the padding
 border too), then decodes the symbols of wave T. Each activation is computed exactly once, as in the
 encoder's single pass. tests/test_fixed_point_pc.py checks that claim against the receptive field.
+
+Evaluation. A layer's taps lie in at most 5 kernel rows (dc, dy), each of the 3 columns dx = -1, 0, 1,
+and those 3 positions are adjacent in memory, so every layer is one matrix product (positions, rows * 3 *
+in) @ (rows * 3 * in, out) ("im2col"), its left matrix assembled from 3-position windows of the input
+(one copy per kernel row and position; the weights of masked taps are zero and multiply finite values, so
+they add exact zeros). Weights and bias are pre-scaled by 2**-FRAC_BITS: every product and partial sum is
+then an integer below 2**52 times a power of two, still exact in any order, and floor() of the sum gives
+the next layer's integers directly. The encoder copies the windows of whole grid rows as contiguous
+slices and runs blocks of rows in a thread pool; the decoder gathers the windows of each wave's positions
+with index arrays computed once per shape and runs each wave in two parts (each part's positions depend
+only on earlier waves and on themselves, see _wave_schedule) in two threads, or in one when the other
+core turns out to be busy.
 """
+import functools
 import os
+import time
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-import probclass
+import pc_geometry
 
 FRAC_BITS = 14  # of weights and activations: 2**-14 ~ 6e-5, far below what changes a table
 WAVE_COEFFS = (4, 2, 1)  # T = 4c + 2y + x
 _EXACT_LIMIT = 2. ** 52  # stay below 2**53 with a margin for the bias
+# Positions per block of the encoder (rounded down to whole grid rows): big enough for the thread pool's
+# overhead, small enough for a block's im2col matrix (~3 MB with 24 features) to stay near the cores.
+_ENCODER_BLOCK = 1024
+# The decoder cuts waves with at least this many positions in two parts for the thread pool.
+_DECODER_THREADS = True
+_DECODER_SPLIT = 256
 
 # One masked conv layer: taps = (n_taps, 3) offsets (dc, dy, dx) of its non-zero mask entries;
-# weights = (n_taps * in, out) integer-valued float64; bias = (out,) integer-valued float64 at scale
-# 2**(2 * FRAC_BITS); relu; residual = index of the layer whose output is added after this one (or None).
-Layer = namedtuple('Layer', ['taps', 'weights', 'bias', 'relu', 'residual'])
+# weights = (n_taps * in, out) integer-valued float64 (only for the exactness bound); rows = (n_rows, 2)
+# offsets (dc, dy) of the kernel rows holding at least one tap; row_weights = (n_rows * 3 * in, out), the
+# same integers ordered (row, dx = -1, 0, 1, in), zero at masked taps; bias = (out,) integer-valued
+# float64 at scale 2**(2 * FRAC_BITS); relu; residual = index of the layer whose output is added after
+# this one (or None).
+Layer = namedtuple('Layer', ['taps', 'weights', 'rows', 'row_weights', 'bias', 'relu', 'residual'])
 
 
 class FixedPointContextModel(object):
     """Integer-exact evaluation of the trained res_shallow context model.
 
     :param weights: list of four (2, 3, 3, in, out) float arrays (unmasked, as stored in checkpoints),
-        in the order of probclass.ResShallow.LAYER_SCOPES
+        in the order of pc_geometry.RES_SHALLOW_LAYER_SCOPES
     :param biases: list of four (out,) float arrays
     :param centers: (L,) float array; symbol s enters the network as centers[s]
     :param pad_value: value of the border (centers[0] with use_centers_for_padding, else 0)
@@ -53,23 +76,34 @@ class FixedPointContextModel(object):
         scale = 2. ** FRAC_BITS
         self.center_values = np.round(np.asarray(centers, np.float64) * scale)
         self.pad_q = float(np.round(float(pad_value) * scale))
-        masks = [probclass.first_mask(3)] + [probclass.other_mask(3)] * 3
+        masks = [pc_geometry.first_mask(3)] + [pc_geometry.other_mask(3)] * 3
         residual = {2: 0}  # res1: output of conv2 (layer 2) + output of conv0 (layer 0)
         relu = [True, True, False, True]
         self.layers = []
         for i, (w, b, m) in enumerate(zip(weights, biases, masks)):
-            taps = np.argwhere(m > 0) - np.array([1, 1, 1])  # (dc, dy, dx), dc in {-1, 0}
-            w_taps = np.asarray(w, np.float64)[m > 0]  # (n_taps, in, out), order of argwhere
-            w_int = np.round(w_taps * scale).reshape(-1, w_taps.shape[-1])
+            keep = m > 0
+            w_int = np.where(keep[..., None, None], np.round(np.asarray(w, np.float64) * scale), 0.)
+            taps = np.argwhere(keep) - np.array([1, 1, 1])  # (dc, dy, dx), dc in {-1, 0}
+            rows = np.array([(dc - 1, dy - 1) for dc in range(2) for dy in range(3) if keep[dc, dy].any()])
+            row_weights = np.concatenate([w_int[dc + 1, dy + 1].reshape(-1, w_int.shape[-1]) for dc, dy in rows])
             b_int = np.round(np.asarray(b, np.float64) * scale * scale)
-            self.layers.append(Layer(taps, w_int, b_int, relu[i], residual.get(i)))
+            self.layers.append(Layer(taps, w_int[keep].reshape(-1, w_int.shape[-1]), rows, row_weights, b_int,
+                                     relu[i], residual.get(i)))
         self.max_activation = self._check_exactness()
+        # An integer clamp: a fractional one would put non-integers into the next layer's sums, which are
+        # then no longer exact (never reached by the shipped models, whose activations stay below ~16).
+        self._lim = float(np.floor(self.max_activation * 2. ** FRAC_BITS))
+        # Weights and bias pre-scaled by 2**-F, so that the products come out at the outputs' scale: every
+        # product and partial sum is an integer below 2**52 (_check_exactness) times 2**-F, exact in
+        # float64 in any order, so the sums equal the integer sums scaled by 2**-F and floor() gives the
+        # same outputs as scaling afterwards.
+        self._scaled = [(l.row_weights * 2. ** -FRAC_BITS, l.bias * 2. ** -FRAC_BITS) for l in self.layers]
 
     @staticmethod
     def from_session(sess, pc, centers_value, pad_value):
         """Reads the variables of a probclass.ResShallow built in sess's graph."""
         by_name = {v.op.name: v for v in pc.variables()}
-        names = [probclass.SCOPE + '/logits/' + scope for scope in probclass.ResShallow.LAYER_SCOPES]
+        names = pc_geometry.res_shallow_variable_scopes()
         values = sess.run({n: (by_name[n + '/weights'], by_name[n + '/biases']) for n in names})
         return FixedPointContextModel([values[n][0] for n in names], [values[n][1] for n in names],
                                       centers_value, pad_value, pc.kernel_size)
@@ -84,30 +118,15 @@ class FixedPointContextModel(object):
             raise ValueError('context model weights too large for exact fixed-point evaluation')
         return max_act
 
-    # Single layer -------------------------------------------------------------------------------------
-
-    def _apply(self, li, src, idx, offsets, residual_values):
-        """Layer li at the flat positions idx, reading src (positions, in) at idx + tap offsets.
-
-        :return: (n, out) outputs at scale 2**F
-        """
-        layer = self.layers[li]
-        n_in = src.shape[1]
-        if n_in == 1:  # one matrix product over all taps
-            acc = src[idx[:, None] + offsets[None, :], 0] @ layer.weights
-        else:  # a product per tap: small single-threaded BLAS calls beat one big threaded one here
-            w = layer.weights.reshape(len(offsets), n_in, -1)
-            acc = src[idx + offsets[0]] @ w[0]
-            for t in range(1, len(offsets)):
-                acc += src[idx + offsets[t]] @ w[t]
-        acc += layer.bias  # exact integers at scale 2**(2F), whatever the order of the sums
-        out = np.floor(acc * (1. / 2. ** FRAC_BITS))  # exact: power-of-two scaling, then floor
-        if residual_values is not None:
-            out += residual_values
-        if layer.relu:
-            np.maximum(out, 0., out=out)
-        lim = self.max_activation * 2. ** FRAC_BITS
-        return np.clip(out, -lim, lim, out=out)
+    def _finish(self, li, acc, residual):
+        """Turns acc = products with the pre-scaled weights (..., out) into layer li's outputs at scale
+        2**F, in place: bias, floor, residual, relu and clamp, all exact on these values."""
+        acc += self._scaled[li][1]
+        np.floor(acc, out=acc)
+        if residual is not None:
+            acc += residual
+        np.clip(acc, 0. if self.layers[li].relu else -self._lim, self._lim, out=acc)  # relu and clamp in one pass
+        return acc
 
     # Full volume (encoder) --------------------------------------------------------------------------
 
@@ -117,31 +136,52 @@ class FixedPointContextModel(object):
         :param symbols: int (C, h, w)
         """
         grid = _Grid(symbols.shape)
-        vol = grid.input_volume(symbols, self.center_values, self.pad_q)
+        return self._logits_on_grid(grid, symbols).reshape(grid.shape + (self.L,))[grid.volume_slices]
+
+    def _logits_on_grid(self, grid, symbols):
+        """The last layer's outputs (grid positions, L); valid inside the volume."""
+        src = grid.input_volume(symbols, self.center_values, self.pad_q)
         outputs = []
-        for li in range(len(self.layers)):
-            idx = grid.layer_indices(li)  # all positions of this layer's domain
-            out = self._eval_positions(li, vol, grid, idx, outputs)
-            vol = grid.empty(out.shape[-1])
-            vol[idx] = out
-            outputs.append(vol)
-        return vol.reshape(grid.shape + (self.L,))[grid.volume_slices]
+        for li, layer in enumerate(self.layers):
+            out = grid.empty(layer.row_weights.shape[1])
+            self._layer_on_box(li, grid, src, out, outputs[layer.residual] if layer.residual is not None else None)
+            outputs.append(out)
+            src = out
+        return src
 
-    def _eval_positions(self, li, vol, grid, idx, outputs, chunk=4096):
-        """Layer li at all positions idx, in chunks spread over the cores (numpy's products and gathers
-        release the GIL; each chunk's result is exact, so the split does not matter)."""
+    def _layer_on_box(self, li, grid, src, out, residual):
+        """Layer li at all positions of its domain box, written into out (positions, out).
+
+        A block is a run of whole grid rows of one channel, contiguous in memory: its im2col matrix is
+        n_rows contiguous slices of the row windows (no index arrays), the product is written in place and
+        finished there. The few grid columns outside the box get finite values that no tap with a non-zero
+        weight reads (layer li + 1 reads layer li inside its box only). Blocks run in a thread pool
+        (numpy's copies and products release the GIL; each block's result is exact, so the split does not
+        matter)."""
         layer = self.layers[li]
-        offsets = grid.tap_offsets(layer.taps)
+        (c0, c1), (y0, y1), _ = grid.box(li)
+        windows = _void_rows(src, 3)  # item q = src[q:q + 3]: the taps dx = -1, 0, 1 of position q + 1
+        row_offsets = grid.row_offsets(layer.rows).tolist()
+        row_len = grid.strides[1]
+        rows_per_block = max(1, _ENCODER_BLOCK // row_len)
 
-        def run(s):
-            part = idx[s:s + chunk]
-            res = outputs[layer.residual][part] if layer.residual is not None else None
-            return self._apply(li, vol, part, offsets, res)
+        def run(block):
+            c, ya, yb = block
+            # from column 1 of row ya to column w+6 of row yb - 1: every window stays inside the grid
+            start = grid.flat(c, ya, 1 - grid.PAD)
+            n = (yb - ya) * row_len - 2
+            cols = np.empty((n, len(row_offsets)), windows.dtype)
+            for r, off in enumerate(row_offsets):
+                cols[:, r] = windows[start + off:start + off + n]
+            acc = out[start:start + n]
+            np.matmul(cols.view(np.float64).reshape(n, -1), self._scaled[li][0], out=acc)
+            self._finish(li, acc, residual[start:start + n] if residual is not None else None)
 
-        starts = range(0, len(idx), chunk)
-        if len(starts) <= 1:
-            return run(0)
-        return np.concatenate(list(_thread_pool().map(run, starts)))
+        blocks = [(c, ya, min(ya + rows_per_block, y1)) for c in range(c0, c1) for ya in range(y0, y1, rows_per_block)]
+        if len(blocks) == 1:
+            run(blocks[0])
+        else:
+            list(_thread_pool().map(run, blocks))
 
     # Wavefronts (decoder) ---------------------------------------------------------------------------
 
@@ -151,47 +191,148 @@ class FixedPointContextModel(object):
         :param decode_fn: f(logits (n, L) int64) -> symbols (n,) for the positions of one wave, in the
             order given by wave_order(shape); called once per wave that holds symbols
         :param undecoded: optional int (C, h, w) symbols to hold the not-yet-decoded positions (the tests
-            put garbage there: the schedule must never read it)
+            put garbage there: the schedule must never depend on it)
         :return: int64 symbols (C, h, w)
         """
+        shape = tuple(int(n) for n in shape)
         grid = _Grid(shape)
-        symbols = np.zeros(shape, np.int64)
-        vol = grid.input_volume(undecoded, self.center_values, self.pad_q)
-        vols = [grid.empty(l.weights.shape[1]) for l in self.layers]
-        waves = [grid.waves(li) for li in range(len(self.layers))]
-        sym_waves = grid.symbol_waves()
-        offsets = [grid.tap_offsets(l.taps) for l in self.layers]
-        for t in range(grid.t_min, grid.t_max + 1):
-            for li, layer in enumerate(self.layers):
-                idx = waves[li].get(t)
-                if idx is None:
-                    continue
-                src = vol if li == 0 else vols[li - 1]
-                res = vols[layer.residual][idx] if layer.residual is not None else None
-                vols[li][idx] = self._apply(li, src, idx, offsets[li], res)
-            pos = sym_waves.get(t)
-            if pos is None:
+        split = _DECODER_SPLIT if _DECODER_THREADS and (os.cpu_count() or 1) > 1 else None
+        waves = _wave_schedule(shape, len(self.layers), split)
+        srcs = [grid.input_volume(undecoded, self.center_values, self.pad_q)]
+        srcs += [grid.empty(l.row_weights.shape[1]) for l in self.layers[:-1]]
+        # Gathers and scatters of whole rows through void views: numpy copies one item per index
+        # instead of running its strided subspace loop per index (about twice as fast).
+        windows = [_void_rows(s, 3) for s in srcs]
+        rows = [_void_rows(s, 1) for s in srcs]
+        last = len(self.layers) - 1
+
+        row_offsets = [grid.row_offsets(l.rows)[None, :] for l in self.layers]
+
+        def run(part):
+            """All layers at the positions of one part of a wave; returns the last layer's outputs (or None)."""
+            acc = None
+            for li, idx in part:
+                layer = self.layers[li]
+                acc = windows[li][idx[:, None] + row_offsets[li]].view(np.float64).reshape(len(idx), -1)
+                acc = acc @ self._scaled[li][0]
+                res = None
+                if layer.residual is not None:
+                    res = rows[layer.residual + 1][idx].view(np.float64).reshape(len(idx), -1)
+                self._finish(li, acc, res)
+                if li < last:
+                    rows[li + 1][idx] = acc.view(rows[li + 1].dtype).ravel()
+            return acc if part and part[-1][0] == last else None
+
+        decoded = []
+        pool = _thread_pool() if split is not None else None
+        worked = waited = 0.  # this thread's seconds on its parts, and waiting for (or doing) the others
+        n_split = 0
+        for parts, symbol_positions in waves:
+            if len(parts) == 1:
+                logits = run(parts[0])
+            elif pool is None:
+                first, second = run(parts[0]), run(parts[1])
+            else:
+                # Each part reads only earlier waves and its own positions (see _wave_schedule), so the
+                # second part runs in the pool. If no worker has picked it up by the time the first is
+                # done, it runs here: the decoder never waits for a thread that has not started.
+                later = pool.submit(run, parts[1])
+                t0 = time.perf_counter()
+                first = run(parts[0])
+                t1 = time.perf_counter()
+                second = run(parts[1]) if later.cancel() else later.result()
+                worked += t1 - t0
+                waited += time.perf_counter() - t1
+                n_split += 1
+                if n_split >= 16 and waited > worked:
+                    # the other core is busy with other work: two threads now take longer than one would
+                    pool = None
+            if len(parts) > 1:
+                logits = first if second is None else second if first is None else np.concatenate([first, second])
+            if symbol_positions is None:
                 continue
-            flat, cyx = pos
-            decoded = np.asarray(decode_fn(vols[-1][flat].astype(np.int64)), np.int64)
-            symbols[cyx] = decoded
-            vol[flat] = self.center_values[decoded][:, None]
+            sym = np.asarray(decode_fn(logits.astype(np.int64)), np.int64)
+            srcs[0][symbol_positions, 0] = self.center_values[sym]
+            decoded.append(sym)
+        symbols = np.zeros(shape, np.int64)
+        if decoded:
+            symbols[wave_order(shape)] = np.concatenate(decoded)
         return symbols
 
     def logits_in_wave_order(self, symbols):
         """The encoder's view: logits (n_total, L) int64 and symbols (n_total,) in wave order."""
-        logits = self.logits(symbols).astype(np.int64)
+        grid = _Grid(symbols.shape)
         order = wave_order(symbols.shape)
-        return logits[order], symbols[order]
+        flat = np.take(self._logits_on_grid(grid, symbols), grid.flat(*order), axis=0)  # one row gather
+        return flat.astype(np.int64), symbols[order]
 
 
 def wave_order(shape):
-    """Index arrays (c, y, x) of all positions of a (C, h, w) volume sorted by wave, then raster order."""
+    """Index arrays (c, y, x) of all positions of a (C, h, w) volume sorted by wave, then raster order
+    (read-only, shared: computed once per shape)."""
+    return _wave_order(tuple(int(n) for n in shape))
+
+
+@functools.lru_cache(maxsize=4)
+def _wave_order(shape):
     C, h, w = shape
-    c, y, x = np.meshgrid(np.arange(C), np.arange(h), np.arange(w), indexing='ij')
+    c, y, x = [a.ravel() for a in np.meshgrid(np.arange(C), np.arange(h), np.arange(w), indexing='ij')]
     t = WAVE_COEFFS[0] * c + WAVE_COEFFS[1] * y + x
-    order = np.lexsort((x.ravel(), y.ravel(), c.ravel(), t.ravel()))
-    return tuple(a.ravel()[order] for a in (c, y, x))
+    order = np.argsort(t, kind='stable')  # positions are in raster order, so ties stay in raster order
+    out = tuple(a[order] for a in (c, y, x))
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def _void_rows(a, k):
+    """(P, f) float64 C-contiguous -> (P - k + 1,) view of opaque items of k * f floats, item q = a[q:q + k]
+    flattened (overlapping for k > 1: a kernel row's three taps dx = -1, 0, 1 are adjacent positions, so
+    one gathered window serves all three)."""
+    f = a.shape[1]
+    return np.ndarray(buffer=a, dtype=np.dtype((np.void, 8 * k * f)), shape=(a.shape[0] - k + 1,),
+                      strides=(8 * f,))
+
+
+@functools.lru_cache(maxsize=2)
+def _wave_schedule(shape, num_layers, split=None):
+    """The decoder's work per wave T = t_min..t_max: (parts, flat indices of the wave's symbols or None).
+
+    A part is a list of (layer, flat indices of the layer's positions in the part, in raster order).
+    Within a wave, the inputs of a position come from earlier waves and from the same position (the centre
+    tap, the only one with the same wave index), so a wave can be cut into parts that run in parallel, all
+    layers each, if every position's layers are in the same part: the cut is at one flat index for all
+    layers. Waves with at least `split` positions in the widest layer get two parts of about equal size,
+    the others one. The last layer's domain is the volume, so its positions of a wave, in raster order,
+    are the wave's symbols in wave_order.
+
+    Slices of one sorted array per layer, computed once per shape (and reused, e.g. over a data set).
+    """
+    grid = _Grid(shape)
+    per_layer = []
+    t_all = np.arange(grid.t_min, grid.t_max + 2)
+    for li in range(num_layers):
+        c, y, x = grid.box_coordinates(li)
+        t = WAVE_COEFFS[0] * c + WAVE_COEFFS[1] * y + x
+        order = np.argsort(t, kind='stable')  # raster order within a wave, as wave_order
+        per_layer.append((grid.flat(c, y, x)[order], np.searchsorted(t[order], t_all)))
+    waves = []
+    for k in range(len(t_all) - 1):
+        spans = [(s[k], s[k + 1]) for _, s in per_layer]
+        sizes = [b - a for a, b in spans]
+        widest = int(np.argmax(sizes))
+        if split is not None and sizes[widest] >= split:
+            a, b = spans[widest]
+            cut_at = per_layer[widest][0][(a + b) // 2]  # a flat index: the same cut for every layer
+            cuts = [a + int(np.searchsorted(flat[a:b], cut_at)) for (flat, _), (a, b) in zip(per_layer, spans)]
+            part_spans = [[(a, c) for (a, _), c in zip(spans, cuts)], [(c, b) for (_, b), c in zip(spans, cuts)]]
+        else:
+            part_spans = [spans]
+        parts = [[(li, flat[a:b]) for li, ((flat, _), (a, b)) in enumerate(zip(per_layer, ps)) if b > a]
+                 for ps in part_spans]
+        a, b = spans[-1]
+        waves.append((parts, per_layer[-1][0][a:b] if b > a else None))
+    return waves
 
 
 _POOL = []
@@ -208,7 +349,8 @@ def _thread_pool():
 class _Grid(object):
     """One coordinate frame for the padded input and all layer outputs: (C+4) x (h+8) x (w+8), origin at
     original position (-4, -4, -4). Arrays are flat (positions, features); layer li's domain is the box
-    c in [-(3-li), C), y in [-(3-li), h+3-li), x likewise."""
+    c in [-(3-li), C), y in [-(3-li), h+3-li), x likewise. Every tap of a box position, and the masked
+    neighbours of its kernel rows, lie inside the grid."""
     PAD = 4
 
     def __init__(self, shape):
@@ -229,44 +371,19 @@ class _Grid(object):
             vol[self.volume_slices] = center_values[symbols]
         return vol.reshape(-1, 1)
 
-    def tap_offsets(self, taps):
-        return taps @ np.array(self.strides)
+    def row_offsets(self, rows):
+        """Flat offsets of the row windows (_void_rows(a, 3)) of the kernel rows (dc, dy), from a position."""
+        return np.array([dc * self.strides[0] + dy * self.strides[1] - 1 for dc, dy in rows])
 
-    def _box(self, li):
+    def box(self, li):
         """Original-coordinate ranges of layer li's outputs."""
         m = self.PAD - 1 - li
         return (-m, self.C), (-m, self.h + m), (-m, self.w + m)
 
-    def _flat(self, c, y, x):
+    def box_coordinates(self, li):
+        """(c, y, x) of all positions of layer li's box in raster order, original coordinates."""
+        return [a.ravel() for a in np.meshgrid(*[np.arange(a, b) for a, b in self.box(li)], indexing='ij')]
+
+    def flat(self, c, y, x):
         p = self.PAD
         return (c + p) * self.strides[0] + (y + p) * self.strides[1] + (x + p)
-
-    def layer_indices(self, li):
-        (c0, c1), (y0, y1), (x0, x1) = self._box(li)
-        c, y, x = np.meshgrid(np.arange(c0, c1), np.arange(y0, y1), np.arange(x0, x1), indexing='ij')
-        return self._flat(c, y, x).ravel()
-
-    def waves(self, li):
-        """{t: flat indices of layer li's positions in wave t}."""
-        (c0, c1), (y0, y1), (x0, x1) = self._box(li)
-        c, y, x = [a.ravel() for a in np.meshgrid(np.arange(c0, c1), np.arange(y0, y1), np.arange(x0, x1),
-                                                   indexing='ij')]
-        return _group_by_wave(WAVE_COEFFS[0] * c + WAVE_COEFFS[1] * y + x, self._flat(c, y, x))
-
-    def symbol_waves(self):
-        """{t: (flat indices, (c, y, x) index arrays)} of the symbols of wave t, in wave_order."""
-        c, y, x = wave_order((self.C, self.h, self.w))
-        t = WAVE_COEFFS[0] * c + WAVE_COEFFS[1] * y + x
-        bounds = np.flatnonzero(np.diff(t)) + 1
-        out = {}
-        for sl in np.split(np.arange(len(t)), bounds):
-            if len(sl):
-                out[int(t[sl[0]])] = (self._flat(c[sl], y[sl], x[sl]), (c[sl], y[sl], x[sl]))
-        return out
-
-
-def _group_by_wave(t, flat):
-    order = np.argsort(t, kind='stable')
-    t, flat = t[order], flat[order]
-    bounds = np.flatnonzero(np.diff(t)) + 1
-    return {int(tt[0]): ff for tt, ff in zip(np.split(t, bounds), np.split(flat, bounds))}

@@ -10,9 +10,10 @@ outputs of L logits. As in the released model, the logits go through a ReLU.
 """
 import numpy as np
 
+import pc_geometry
+# the masks live in a TF-free module so that the codec core imports without TensorFlow
+from pc_geometry import SCOPE, filter_shape, first_mask, other_mask  # noqa: F401
 from tf_helpers import tf
-
-SCOPE = 'probclass3d'
 
 
 def get_network_cls(pc_config):
@@ -24,31 +25,6 @@ def get_network_cls(pc_config):
     return archs[pc_config.arch]
 
 
-def filter_shape(kernel_size):
-    """(D, H, W) of the 3D filters: one previous channel plus the current one for K=3."""
-    return kernel_size // 2 + 1, kernel_size, kernel_size
-
-
-def _mask(kernel_size, keep_center):
-    """DHW mask: all previous-depth slices visible; in the current slice rows above the center and the
-    center row up to the center (inclusive iff keep_center)."""
-    k = kernel_size
-    mask = np.ones(filter_shape(k), dtype=np.float32)
-    mask[-1, k // 2, k // 2 + (1 if keep_center else 0):] = 0
-    mask[-1, k // 2 + 1:, :] = 0
-    return mask
-
-
-def first_mask(kernel_size):
-    """Mask of the first layer: hides the center (the symbol being predicted) and everything after it."""
-    return _mask(kernel_size, keep_center=False)
-
-
-def other_mask(kernel_size):
-    """Mask of later layers: their inputs at the center are features of causal contexts already."""
-    return _mask(kernel_size, keep_center=True)
-
-
 class ResShallow(object):
     """conv0 (first mask, ReLU) -> res1 [conv1 (ReLU), conv2 (linear)] + skip -> conv2 (L logits, ReLU).
 
@@ -57,7 +33,7 @@ class ResShallow(object):
     """
     NUM_LAYERS = 4
     # Variable scopes of the four layers in evaluation order (fixed_point_pc reads them in this order).
-    LAYER_SCOPES = ('conv3d_conv0_mask', 'res1/conv3d_conv1_mask', 'res1/conv3d_conv2_mask', 'conv3d_conv2_mask')
+    LAYER_SCOPES = pc_geometry.RES_SHALLOW_LAYER_SCOPES
 
     def __init__(self, pc_config, num_centers):
         self.config = pc_config

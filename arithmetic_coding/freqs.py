@@ -37,7 +37,10 @@ into tables using integer operations only:
    broken by the unquantised ``d`` (smaller first), then by lower index
    (stable sorts).  This keeps the table monotone in the logits (a larger
    logit never gets fewer counts) and each entry within one count of its
-   proportional share of the quantised weights.
+   proportional share of the quantised weights.  For L <= 7 and
+   ``frac_bits <= 22`` (the context model's case) the same entries are found
+   with one packed int64 sort key per entry, symbols along the first axis
+   (``_freqs_by_symbol``, which proves the equality; the tests compare both).
 
 All of this is elementwise / per-row integer arithmetic on int64 (products stay
 below ``2**30 * 2**16 = 2**46``), so the result for a row depends only on that
@@ -101,10 +104,7 @@ def _normalize_int_weights(w, tiebreak=None):
     L = w.shape[-1]
     if L < 1 or L > TOTAL:
         raise ValueError(f"alphabet size must be in [1, {TOTAL}], got {L}")
-    # Row sum accumulated column by column: exact in int64 (L * 2**30 fits).
-    s = np.zeros(w.shape[:-1], dtype=np.int64)
-    for j in range(L):
-        s = s + w[..., j]
+    s = w.sum(axis=-1)  # exact in int64 (L * 2**30 fits), so the order of the additions does not matter
     if np.any(s <= 0):
         raise ValueError("every row needs at least one positive weight")
     budget = TOTAL - L
@@ -120,6 +120,15 @@ def _normalize_int_weights(w, tiebreak=None):
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(L), order.shape), axis=-1)
     return 1 + q + (rank < rem[..., None])
+
+
+# The fast path of freqs_from_int_logits packs (s - frac, d, index) into one int64 sort key: s - frac
+# < 2**33 needs L <= 7 (s <= L * 2**30), d < 2**27 where it matters needs frac_bits <= 22
+# (_freqs_by_symbol).
+_FAST_MAX_L = 7
+_FAST_MAX_FRAC_BITS = 22
+_KEY_D_BITS = 27
+_KEY_INDEX_BITS = 3
 
 
 def freqs_from_int_logits(logits, frac_bits):
@@ -145,11 +154,28 @@ def freqs_from_int_logits(logits, frac_bits):
     logits = logits.astype(np.int64)
     if logits.size == 0:
         return np.zeros(logits.shape, dtype=np.int64)
-    # With |logits| < 2**61 the difference below cannot overflow int64.
-    if np.any((logits >= (1 << 61)) | (logits <= -(1 << 61))):
-        raise ValueError("|logits| must be < 2**61")
+    L = logits.shape[-1]
+    if L <= _FAST_MAX_L and frac_bits <= _FAST_MAX_FRAC_BITS:
+        # Symbols along the first axis: a reduction over a row of L <= 7 entries is then a handful of
+        # elementwise operations on long vectors instead of a short inner loop per row.
+        by_symbol = np.ascontiguousarray(logits.reshape(-1, L).T)
+        return np.ascontiguousarray(_freqs_by_symbol(by_symbol, frac_bits).T).reshape(logits.shape)
     mx = logits.max(axis=-1, keepdims=True)
+    _check_logit_range(mx, logits)
     d = mx - logits  # >= 0
+    # Tie-break by the unquantised d so that a larger logit never gets fewer
+    # counts than a smaller one that quantised to the same grid point.
+    return _normalize_int_weights(_quantized_weights(d, frac_bits), tiebreak=d)
+
+
+def _check_logit_range(mx, logits):
+    # With |logits| < 2**61 the difference max - logit cannot overflow int64.
+    if mx.max() >= (1 << 61) or logits.min() <= -(1 << 61):
+        raise ValueError("|logits| must be < 2**61")
+
+
+def _quantized_weights(d, frac_bits):
+    """EXP_TABLE weights of d = max - logit >= 0, quantised to the 1/256 grid with round half up."""
     max_idx = EXP_TABLE_SIZE - 1
     shift = frac_bits - EXP_GRID_BITS
     if shift > 0:
@@ -161,10 +187,38 @@ def freqs_from_int_logits(logits, frac_bits):
         # Clamp before the left shift so it cannot overflow.
         d8 = np.minimum(d, max_idx) << (-shift)
     d8 = np.minimum(d8, max_idx)
-    w = EXP_TABLE[d8]
-    # Tie-break by the unquantised d so that a larger logit never gets fewer
-    # counts than a smaller one that quantised to the same grid point.
-    return _normalize_int_weights(w, tiebreak=d)
+    return EXP_TABLE[d8]
+
+
+def _freqs_by_symbol(lt, frac_bits):
+    """freqs_from_int_logits for logits (L, n) with L <= _FAST_MAX_L and frac_bits <= _FAST_MAX_FRAC_BITS,
+    returning (L, n): the same integers as _normalize_int_weights(w, tiebreak=d), computed with one packed
+    int64 key per entry instead of a lexsort.
+
+    Why the result is identical: the largest-remainder order is by -frac, then d, then index, and the key
+    ((s - frac) << 27 | min(d, 2**27 - 1)) << 3 | index (< 2**63: s - frac <= s <= 7 * 2**30 < 2**33)
+    sorts the same way except among entries whose d is clamped. An entry with w > 0 has d8 <
+    EXP_TABLE_SIZE <= 2**13, so d < 2**(13 + max(frac_bits - 8, 0)) <= 2**27 and is not clamped; an entry
+    with w = 0 has frac = 0 and never gets an extra count: if rem >= 1, sum(frac) = rem * s with every
+    frac < s, so at least rem + 1 entries have frac > 0 and all of them sort first. Keys are unique (the
+    index), so the entries with an extra count are exactly those below the rem-th smallest key.
+    """
+    L = lt.shape[0]
+    mx = lt.max(axis=0)
+    _check_logit_range(mx, lt)
+    d = mx - lt
+    w = _quantized_weights(d, frac_bits)
+    s = w.sum(axis=0)  # exact in int64, so the order of the additions does not matter
+    if np.any(s <= 0):
+        raise ValueError("every row needs at least one positive weight")
+    budget = TOTAL - L
+    q, frac = np.divmod(w * budget, s)
+    rem = budget - q.sum(axis=0)  # in [0, L)
+    key = ((s - frac) << _KEY_D_BITS) | np.minimum(d, (1 << _KEY_D_BITS) - 1)
+    key <<= _KEY_INDEX_BITS
+    key |= np.arange(L)[:, None]
+    kth = np.take_along_axis(np.sort(key, axis=0), rem[None], axis=0)
+    return 1 + q + (key < kth)
 
 
 def freqs_from_probs(probs):
@@ -206,10 +260,11 @@ def validate_freqs(freqs, precision_bits=PRECISION_BITS):
         raise ValueError(f"freqs must have shape (..., L) with L >= 1, got {f.shape}")
     if f.size == 0:
         return
-    f = f.astype(np.int64)
-    if np.any(f < 1):
+    f = f.astype(np.int64, copy=False)
+    if f.min() < 1:
         raise ValueError("freqs: every entry must be >= 1")
-    sums = f.sum(axis=-1)
+    # a product with ones sums a row of a few entries faster than a reduction along the last axis
+    sums = f.reshape(-1, f.shape[-1]) @ np.ones(f.shape[-1], dtype=np.int64)
     if np.any(sums != (1 << precision_bits)):
         bad = sums[sums != (1 << precision_bits)].ravel()[0]
         raise ValueError(f"freqs: every row must sum to 2**{precision_bits} = {1 << precision_bits}, found {bad}")

@@ -337,3 +337,49 @@ def test_fast_coder_garbage_never_hangs():
             assert out.shape == (2000,) and out.min() >= 0 and out.max() < 6
         except ValueError:
             pass
+
+
+# ------------------------------------------- tables pinned, fast path exact
+
+
+def _digest(a):
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a, "<i8").tobytes()).hexdigest()[:16]
+
+
+def _tie_heavy_logits(rng, n, L, frac_bits):
+    x = np.round(rng.normal(0, 3, (n, L)) * 2**frac_bits).astype(np.int64)
+    step = 1 << max(frac_bits - 2, 0)
+    x[: n // 10] = x[: n // 10] // step * step  # equal logits and equal quantised weights
+    x[n // 10 : n // 5] = 0  # flat rows
+    x[n // 5 : n // 4, : L // 2] = x[n // 5 : n // 4, L - L // 2 :]  # duplicated columns
+    x[n // 4 : n // 3, 0] += 1 << (frac_bits + 6)  # one dominant symbol: the others' weights are 0
+    return x
+
+
+def test_freqs_from_int_logits_pinned():
+    """Exact tables of the implementation before the packed-key fast path (lexsort of the remainders):
+    any change would change every bitstream."""
+    rng = np.random.default_rng(2024)
+    x = np.round(rng.normal(0, 3, (5000, 6)) * 2**14).astype(np.int64)
+    x[:500] = x[:500] // 4096 * 4096  # many ties
+    x[500:600] = 0
+    x[600:700, :3] = x[600:700, 3:]
+    assert _digest(freqs_from_int_logits(x, 14)) == "7eabcaf273749481"
+    assert _digest(freqs_from_int_logits(x, 9)) == "5e69d7f0ce04c7d3"
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 6, 7])
+@pytest.mark.parametrize("frac_bits", [0, 5, 8, 14, 22])
+def test_fast_path_equals_general_normalisation(L, frac_bits):
+    """The packed sort key (L <= 7, frac_bits <= 22) gives the tables of the general largest-remainder
+    rule, also with many ties, flat rows (the largest key, L * 2**30), and weights that round to 0."""
+    rng = np.random.default_rng(100 * L + frac_bits)
+    x = _tie_heavy_logits(rng, 3000, L, frac_bits)
+    assert L <= freqs_mod._FAST_MAX_L and frac_bits <= freqs_mod._FAST_MAX_FRAC_BITS
+    d = x.max(axis=-1, keepdims=True) - x
+    expected = freqs_mod._normalize_int_weights(freqs_mod._quantized_weights(d, frac_bits), tiebreak=d)
+    np.testing.assert_array_equal(freqs_from_int_logits(x, frac_bits), expected)
+    # also through the public entry with other leading shapes
+    np.testing.assert_array_equal(freqs_from_int_logits(x.reshape(30, 100, L), frac_bits).reshape(-1, L), expected)

@@ -1,11 +1,20 @@
-"""Fixed-point context model: agrees with the TF model, is causal in wave order, and the wavefront
-decoder reproduces the encoder's logits exactly."""
+"""Fixed-point context model: agrees with the TF model, is causal in wave order, the wavefront decoder
+reproduces the encoder's logits exactly, the logits are those of the previous implementation, and the
+codec core imports without TensorFlow."""
+import concurrent.futures
+import hashlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
+import arithmetic_coding
 import fixed_point_pc
+import pc_geometry
 import probclass
-from helpers import configs
+import symbol_coder
+from helpers import ROOT, configs, smooth_image
 from tf_helpers import tf
 
 CENTERS = np.array([0.9, -1.7, 0.1, 2.3, -0.4, 1.5], np.float32)
@@ -94,3 +103,166 @@ def test_wave_order_is_a_permutation():
     assert len(set(zip(c, y, x))) == 60
     t = 4 * c + 2 * y + x
     assert np.all(np.diff(t) >= 0)
+
+
+# TF-free pins and exactness of the schedule --------------------------------------------------------------
+
+def _numpy_weights(seed=1234, k=8):
+    """Fixed random weights (glorot-like) and biases of a context model, made without TensorFlow."""
+    rng = np.random.RandomState(seed)
+    ws, bs = [], []
+    for n_in, n_out in [(1, k), (k, k), (k, k), (k, len(CENTERS))]:
+        a = np.sqrt(6. / (18 * n_in + 18 * n_out))
+        ws.append(rng.uniform(-a, a, (2, 3, 3, n_in, n_out)).astype(np.float32))
+        bs.append(rng.uniform(-0.3, 0.3, n_out).astype(np.float32))
+    return ws, bs
+
+
+def _numpy_model(seed=1234, k=8):
+    return fixed_point_pc.FixedPointContextModel(*_numpy_weights(seed, k), CENTERS, CENTERS[0])
+
+
+def _uniform_symbols(shape, seed, L=6):
+    return np.random.RandomState(seed).randint(0, L, shape)
+
+
+def _digest(a):
+    return hashlib.sha256(np.ascontiguousarray(a, '<i8').tobytes()).hexdigest()[:16]
+
+
+# Computed with the implementation before the im2col/wave-parts rewrite (one product per tap): the logits,
+# and therefore the tables and the bitstream, must not change, so that files written before still decode.
+PINNED_RANDOM_MODEL = {
+    (4, 5, 6): ('161c6f51f5d2e95c', 'bf0b19eedebbf92a'),
+    (1, 3, 8): ('6bb8ac5dacf1fc2f', '2e3bb26196cbe523'),
+    (3, 1, 1): ('f08c4b1caedaa3a1', '6a8acbb4e75719d6'),
+}
+PINNED_SHIPPED_MED = ('f167a7fb33b6f4ef', 'ebeb7fbc10e66406')  # shape (32, 5, 7), seed 7
+
+
+@pytest.mark.parametrize('shape', sorted(PINNED_RANDOM_MODEL))
+def test_logits_and_tables_pinned(shape):
+    fp = _numpy_model()
+    logits = fp.logits(_uniform_symbols(shape, 5)).astype(np.int64)
+    freqs = arithmetic_coding.freqs_from_int_logits(logits, fixed_point_pc.FRAC_BITS)
+    assert (_digest(logits), _digest(freqs)) == PINNED_RANDOM_MODEL[shape]
+
+
+@pytest.mark.parametrize('split', [None, 1, 40])
+@pytest.mark.parametrize('shape', [(1, 1, 1), (1, 4, 9), (6, 1, 5), (5, 7, 1), (2, 9, 4), (7, 3, 11), (3, 17, 13)])
+def test_decoder_waves_reproduce_encoder_logits(monkeypatch, shape, split):
+    """Encoder (all positions, row blocks) and decoder (wavefronts, in one part or cut in two parts run in
+    two threads) give identical integer logits, with garbage in the undecoded positions; small encoder
+    blocks make the encoder's thread pool and block edges matter too."""
+    monkeypatch.setattr(fixed_point_pc, '_DECODER_THREADS', split is not None)
+    monkeypatch.setattr(fixed_point_pc, '_DECODER_SPLIT', split or 1)
+    monkeypatch.setattr(fixed_point_pc, '_ENCODER_BLOCK', 16)
+    fp = _numpy_model()
+    sym = _uniform_symbols(shape, 11)
+    enc_logits, ordered = fp.logits_in_wave_order(sym)
+    got, pos = [], [0]
+
+    def decode_fn(logits):
+        got.append(logits)
+        n = len(logits)
+        pos[0] += n
+        return ordered[pos[0] - n:pos[0]]
+
+    garbage = np.random.RandomState(2).randint(0, 6, shape)
+    np.testing.assert_array_equal(fp.decode_waves(shape, decode_fn, undecoded=garbage), sym)
+    assert all(g.dtype == np.int64 for g in got)
+    np.testing.assert_array_equal(np.concatenate(got), enc_logits)
+
+
+class _IdlePool(object):
+    """A pool whose workers never start a submitted task: the decoder must run the second parts itself."""
+
+    def submit(self, fn, *args):
+        return concurrent.futures.Future()
+
+    def map(self, fn, items):  # the encoder's blocks, in this thread
+        return [fn(item) for item in items]
+
+
+def test_decoder_runs_parts_itself_when_no_worker_starts(monkeypatch):
+    monkeypatch.setattr(fixed_point_pc, '_DECODER_SPLIT', 1)
+    monkeypatch.setattr(fixed_point_pc, '_thread_pool', _IdlePool)
+    fp = _numpy_model()
+    sym = _uniform_symbols((3, 10, 8), 12)
+    data = symbol_coder.encode_symbols(sym, fp)
+    np.testing.assert_array_equal(symbol_coder.decode_symbols(data, sym.shape, fp), sym)
+
+
+def test_wave_parts_cut_every_layer_at_the_same_position():
+    """A position's layers must all be in the same part of its wave (the parts run concurrently)."""
+    shape = (4, 12, 10)
+    waves = fixed_point_pc._wave_schedule(shape, 4, 8)
+    assert any(len(parts) == 2 for parts, _ in waves)
+    seen = set()
+    for parts, _ in waves:
+        owner = {}
+        for p, part in enumerate(parts):
+            for li, idx in part:
+                for i in idx.tolist():
+                    assert owner.setdefault(i, p) == p
+                    seen.add((li, i))
+    grid = fixed_point_pc._Grid(shape)
+    assert len(seen) == sum(len(grid.box_coordinates(li)[0]) for li in range(4))  # every position once
+
+
+def test_core_imports_without_tensorflow():
+    code = ('import sys; import arithmetic_coding, arithmetic_coding.fast_coder, arithmetic_coding.python_coder, '
+            'pc_geometry, fixed_point_pc, symbol_coder; '
+            'assert "tensorflow" not in sys.modules, sorted(m for m in sys.modules if "tensorflow" in m)[:3]')
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
+
+
+def test_probclass_uses_the_shared_masks():
+    assert probclass.first_mask is pc_geometry.first_mask and probclass.other_mask is pc_geometry.other_mask
+    assert probclass.ResShallow.LAYER_SCOPES == pc_geometry.RES_SHALLOW_LAYER_SCOPES
+    assert probclass.SCOPE == pc_geometry.SCOPE
+
+
+@pytest.fixture(scope='module')
+def shipped_med():
+    import codec
+    import inference
+    model = inference.Model(codec.default_model_dir())
+    yield model
+    model.close()
+
+
+def test_shipped_model_logits_pinned(shipped_med):
+    logits = shipped_med.fixed_point_pc.logits(_uniform_symbols((32, 5, 7), 7)).astype(np.int64)
+    freqs = arithmetic_coding.freqs_from_int_logits(logits, fixed_point_pc.FRAC_BITS)
+    assert (_digest(logits), _digest(freqs)) == PINNED_SHIPPED_MED
+
+
+def test_shipped_model_round_trip(shipped_med):
+    import images
+    sym = shipped_med.run(images.pad_to_multiple(smooth_image(72, 104, seed=4)), shipped_med.g.symbols)[0]
+    data = symbol_coder.encode_symbols(sym, shipped_med.fixed_point_pc)
+    np.testing.assert_array_equal(symbol_coder.decode_symbols(data, sym.shape, shipped_med.fixed_point_pc), sym)
+
+
+def test_clamped_activations_stay_integers_and_exact():
+    """Weights so large that activations hit the clamp: the clamp must be an integer (a fractional one
+    feeds non-integers into the next sums, whose rounding then depends on the summation order), and
+    encoder and decoder still agree."""
+    ws, bs = _numpy_weights(seed=5)
+    big = fixed_point_pc.FixedPointContextModel([w * 2. ** 12 for w in ws], bs, CENTERS, CENTERS[0])
+    assert big.max_activation < 2. ** 20  # the exactness bound, not the default, sets the clamp
+    sym = _uniform_symbols((3, 8, 9), 4)
+    logits = big.logits(sym)
+    assert np.all(logits == np.floor(logits))
+    assert np.any(logits == big.max_activation * 2. ** fixed_point_pc.FRAC_BITS // 1)  # clamped somewhere
+    enc_logits, ordered = big.logits_in_wave_order(sym)
+    got, pos = [], [0]
+
+    def decode_fn(lg):
+        got.append(lg)
+        pos[0] += len(lg)
+        return ordered[pos[0] - len(lg):pos[0]]
+
+    big.decode_waves(sym.shape, decode_fn)
+    np.testing.assert_array_equal(np.concatenate(got), enc_logits)
