@@ -8,6 +8,8 @@ Loss = distortion (K_ms_ssim * (1 - MS-SSIM) for the paper's configs) + beta * m
 + L2 regularization. Writes `<log_dir_root>/<MMDD_HHMM> <ae config> <pc config>/` with copies of both
 resolved configs, TensorBoard events and checkpoints in `ckpts/`.
 
+Several GPUs or machines (tf.distribute): --strategy mirrored | multi_worker, see docs/distributed_training.md.
+
 Environment variables (as in the original): NUM_CROPS_PER_IMG (default 1: crops per training image; a batch
 holds batch_size // NUM_CROPS_PER_IMG images, and an epoch of the LR schedule that many fewer steps),
 NUM_PREPROCESS_THREADS (default 4: images decoded and cropped in parallel), RECORDS_ROOT (default data: where
@@ -22,8 +24,8 @@ import time
 import numpy as np
 
 import autoencoder
-import bits
 import config_parser
+import distribute
 import inputpipeline
 from inference import AE_CONFIG_COPY, PC_CONFIG_COPY  # where val.py and codec.py look for them
 import logdir_helpers
@@ -86,6 +88,7 @@ def parse_args(argv=None):
     p.add_argument('--num_threads', type=int, default=None,
                    help='CPU threads for TensorFlow (default: one per core); e.g. 1 per run when '
                         'several runs share a machine')
+    distribute.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -127,24 +130,18 @@ def save_config_copies(log_dir, ae_config, pc_config):
 # Graph ---------------------------------------------------------------------------------------------
 
 class TrainGraph(object):
-    """The train branch (batch statistics, qbar) and the test branch (moving averages, qhard)."""
+    """The train branch (batch statistics, qbar) and the test branch (moving averages, qhard), on one device.
+
+    distribute.DistributedTrainGraph builds the same attributes with the train branch replicated."""
 
     def __init__(self, ae_config, pc_config, x_train, x_test, iterations_per_epoch, data_format):
         self.ae = autoencoder.get_network_cls(ae_config)(ae_config, data_format)
         self.pc = probclass.get_network_cls(pc_config)(pc_config, ae_config.num_centers)
         self.global_step = tf.train.get_or_create_global_step()
 
-        enc = self.ae.encode(x_train, is_training=True)
-        x_out = self.ae.decode(enc.qbar, is_training=True)
-        pad_value = self.pc.auto_pad_value(self.ae)
-        # the context model learns from the quantized values but sends no gradient into the encoder
-        bc = self.pc.bitcost(tf.stop_gradient(enc.qbar), enc.symbols, pad_value)
-        self.bpp_train = bits.bitcost_to_bpp(bc, x_train)
-        self.rate = training_helpers.rate_loss(bc, enc.heatmap, ae_config)
-        self.dist_train = training_helpers.distortions(x_train, x_out, ae_config, is_training=True)
-        self.reg_enc_dec = self.ae.encoder_regularization_loss() + self.ae.decoder_regularization_loss()
-        self.reg_pc = tf.losses.get_regularization_loss(scope=probclass.SCOPE)
-        self.total_loss = self.dist_train.d_loss_scaled + self.rate.pc_loss + self.reg_enc_dec + self.reg_pc
+        terms = training_helpers.train_terms(self.ae, self.pc, x_train, ae_config)
+        self.bpp_train, self.rate, self.dist_train = terms.bpp, terms.rate, terms.dist
+        self.reg_enc_dec, self.reg_pc, self.total_loss = terms.reg_enc_dec, terms.reg_pc, terms.total_loss
 
         pc_vars = self.pc.variables()
         ae_vars = [v for v in tf.trainable_variables() if v not in set(pc_vars)]
@@ -156,42 +153,10 @@ class TrainGraph(object):
         # either value)
         with tf.control_dependencies([self.train_op]):
             self.step_after_train = tf.identity(self.global_step.read_value())
-        self.train_summaries = self._train_summaries()
-        self.test_fetches, self.test_summaries = self._test_branch(x_test, ae_config) \
-            if x_test is not None else (None, None)
-
-    def _train_summaries(self):
-        s = tf.summary.scalar
-        d, r = self.dist_train, self.rate
-        return tf.summary.merge([
-            s('train/mse', d.mse), s('train/psnr', d.psnr), s('train/ms_ssim', d.ms_ssim),
-            s('train/bpp', self.bpp_train), s('train/PC_loss/H_real', r.H_real),
-            s('train/PC_loss/H_mask', r.H_mask), s('train/PC_loss/pc_loss', r.pc_loss),
-            s('train/PC_loss/reg', self.reg_pc), s('train/AE_loss/d_loss_scaled', d.d_loss_scaled),
-            s('train/AE_loss/reg_enc_dec', self.reg_enc_dec), s('train/total_loss', self.total_loss),
-            s('train/lr_ae', self.lr_ae), s('train/lr_pc', self.lr_pc),
-            tf.summary.histogram('centers', self.ae.get_centers_variable())])
-
-    def _test_branch(self, x_test, ae_config):
-        with tf.name_scope('test'):
-            enc = self.ae.encode(x_test, is_training=False)
-            x_out = self.ae.decode(enc.qhard, is_training=False)
-            bc = self.pc.bitcost(enc.qhard, enc.symbols, self.pc.auto_pad_value(self.ae))
-            bpp = bits.bitcost_to_bpp(bc, x_test)
-            dist = training_helpers.distortions(x_test, x_out, ae_config, is_training=False)
-        # summaries outside the name scope, so that their tags are test/... and not test/test/...
-        summaries = [tf.summary.scalar('test/mse', dist.mse), tf.summary.scalar('test/psnr', dist.psnr),
-                     tf.summary.scalar('test/ms_ssim', dist.ms_ssim), tf.summary.scalar('test/bpp', bpp),
-                     tf.summary.image('test/x_in', tf.cast(x_test[:3], tf.uint8), max_outputs=3),
-                     tf.summary.image('test/x_out', tf.cast(tf.round(x_out[:3]), tf.uint8), max_outputs=3),
-                     tf.summary.histogram('test/qbar', enc.qbar[:15])]
-        if enc.heatmap is not None:
-            hm = tf.reduce_sum(enc.heatmap[:3], axis=1, keepdims=True)  # N x 1 x h x w
-            hm = tf.transpose(hm, (0, 2, 3, 1)) / float(ae_config.num_chan_bn)
-            summaries.append(tf.summary.image('test/hm', hm, max_outputs=3))
-        fetches = {'ms_ssim': dist.ms_ssim, 'psnr': dist.psnr, 'bpp': bpp,
-                   'centers': self.ae.get_centers_variable()}
-        return fetches, tf.summary.merge(summaries)
+        self.train_summaries = training_helpers.train_summaries(terms, self.lr_ae, self.lr_pc,
+                                                                self.ae.get_centers_variable())
+        self.test_fetches, self.test_summaries = training_helpers.test_branch(
+            self.ae, self.pc, x_test, ae_config) if x_test is not None else (None, None)
 
 
 # Loop ----------------------------------------------------------------------------------------------
@@ -216,28 +181,38 @@ class _StopRequest(object):
         self.signal = signum
 
 
-def restore_or_init(sess, flags):
+def restore_or_init(sess, flags, dist=None, graph=None):
     """:return: a description of what was restored (None for a fresh start)"""
     source = flags.restore or flags.from_identity
     if not source:
-        sess.run(tf.global_variables_initializer())
+        if dist is None:
+            sess.run(tf.global_variables_initializer())
+        else:
+            dist.initialize(sess)
         return None
+    if dist is not None and not dist.is_chief:
+        # only the chief reads the checkpoint (it need not be visible here); this worker takes its values
+        dist.restore(sess, graph, None, ())
+        return 'Restored'
     ckpt_dir = saver_lib.ckpt_dir_of(source)
     step = saver_lib.select_ckpt_step(ckpt_dir, flags.restore_itr if flags.restore else -1)
     skip = [s.strip() for s in flags.restore_skip_vars.split(',') if s.strip()]
     if flags.from_identity:
         skip += ['global_step', 'Adam', 'Opt_']
-    restored, initialized = saver_lib.restore(sess, saver_lib.ckpt_path(ckpt_dir, step), skip)
+    if dist is None:
+        restored, initialized = saver_lib.restore(sess, saver_lib.ckpt_path(ckpt_dir, step), skip)
+    else:
+        restored, initialized = dist.restore(sess, graph, saver_lib.ckpt_path(ckpt_dir, step), skip)
     print('Restored {} variables from {} (step {}); initialized {}.'.format(
         len(restored), ckpt_dir, step, len(initialized)))
     return 'Restored'
 
 
-def _run_or_nan(sess, fetches, itr):
-    """sess.run, except that a summary op refusing NaN values (diverged weights) gives
+def _run_or_nan(run, fetches, itr, feed_dict=None):
+    """run(fetches) (sess.run), except that a summary op refusing NaN values (diverged weights) gives
     {'itr': itr, 'loss': nan} instead of an exception."""
     try:
-        return sess.run(fetches)
+        return run(fetches) if feed_dict is None else run(fetches, feed_dict)
     except tf.errors.InvalidArgumentError as e:
         if 'nan' not in e.message.lower():
             raise
@@ -262,67 +237,102 @@ def _fmt_test(itr, r, distances):
 
 
 def train(flags):
-    """Builds the graph in a fresh tf.Graph and trains. :return: the log dir"""
+    """Builds the graph in a fresh tf.Graph and trains. :return: the log dir (None on a worker that is not
+    the chief of a multi-worker run)"""
+    # before anything initializes TensorFlow's devices (--cpu_replicas)
+    dist = distribute.from_flags(flags)
     with tf.Graph().as_default(), _StopRequest() as stop:
-        return _train(flags, stop)
+        return _train(flags, stop, dist)
 
 
-def _train(flags, stop):
+def _train(flags, stop, dist=None):
     ae_config, ae_rel, pc_config, pc_rel = load_configs(flags)
     env = inputpipeline.env_settings()  # NUM_CROPS_PER_IMG, NUM_PREPROCESS_THREADS
     data_format = flags.data_format or default_data_format()
     ds_train = inputpipeline.resolve_dataset(flags.dataset_train)
     ds_test = inputpipeline.resolve_dataset(flags.dataset_test) if flags.log_interval_test > 0 else None
     itr_per_epoch = inputpipeline.iterations_per_epoch(ds_train, ae_config.batch_size, env.num_crops_per_img)
+    chief = dist is None or dist.is_chief
+    if not chief:
+        ds_test = None  # the chief evaluates the test batch
 
     tf.set_random_seed(flags.seed)
-    x_train = inputpipeline.input_batch(ds_train, ae_config.crop_size, ae_config.batch_size, shuffle=True,
-                                        num_crops_per_img=env.num_crops_per_img,
-                                        num_parallel_calls=env.num_preprocess_threads, name='train')
+    if dist is None:
+        x_train = inputpipeline.input_batch(ds_train, ae_config.crop_size, ae_config.batch_size, shuffle=True,
+                                            num_crops_per_img=env.num_crops_per_img,
+                                            num_parallel_calls=env.num_preprocess_threads, name='train')
+    else:
+        print(dist.describe(), flush=True)
+        with dist.input_device():
+            x_train = inputpipeline.input_batch(
+                ds_train, ae_config.crop_size, dist.worker_batch_size(ae_config.batch_size, env.num_crops_per_img),
+                shuffle=True, num_crops_per_img=env.num_crops_per_img,
+                num_parallel_calls=env.num_preprocess_threads, name='train', shard=dist.shard())
     # As in the original: files in sorted order, no shuffling, crops and flips seeded with 666 and one crop
     # per image, so that every run is evaluated on the same sequence of test batches.
     x_test = (inputpipeline.input_batch(ds_test, ae_config.crop_size, ae_config.batch_size, shuffle=False,
                                         seed=inputpipeline.TEST_SEED, num_crops_per_img=1,
                                         num_parallel_calls=env.num_preprocess_threads, name='test')
               if ds_test else None)
-    g = TrainGraph(ae_config, pc_config, x_train, x_test, itr_per_epoch, data_format)
+    if dist is None:
+        g = TrainGraph(ae_config, pc_config, x_train, x_test, itr_per_epoch, data_format)
+    else:
+        g = distribute.DistributedTrainGraph(dist, ae_config, pc_config, x_train, x_test, itr_per_epoch,
+                                             data_format)
 
-    log_dir = make_log_dir(flags, ae_rel, pc_rel)
-    save_config_copies(log_dir, ae_config, pc_config)
-    crops = '' if env.num_crops_per_img == 1 else ' = {} images x {} crops'.format(
-        ae_config.batch_size // env.num_crops_per_img, env.num_crops_per_img)
-    print('Log dir: {}\n{} training images ({} per epoch at batch {}{}), data format {}'.format(
-        log_dir, ds_train.num_images, itr_per_epoch, ae_config.batch_size, crops, data_format))
-    codec_distances = (rd_curves.load_codec_distances(
-        flags.other_codecs_root or rd_curves.default_other_codecs_root(), flags.dataset_codec_distance)
-        if ds_test else {})
-    writer = tf.summary.FileWriter(log_dir, graph=tf.get_default_graph())
-    saver = saver_lib.Saver(log_dir, keep_checkpoint_every_n_hours=flags.ckpt_interval)
-    job_id = logdir_helpers.log_date_from_log_dir(log_dir)
+    if chief:
+        log_dir = make_log_dir(flags, ae_rel, pc_rel)
+        save_config_copies(log_dir, ae_config, pc_config)
+        crops = '' if env.num_crops_per_img == 1 else ' = {} images x {} crops'.format(
+            ae_config.batch_size // env.num_crops_per_img, env.num_crops_per_img)
+        replicas = '' if dist is None else ' = {} replicas x {}'.format(
+            dist.num_replicas, ae_config.batch_size // dist.num_replicas)
+        print('Log dir: {}\n{} training images ({} per epoch at batch {}{}{}), data format {}'.format(
+            log_dir, ds_train.num_images, itr_per_epoch, ae_config.batch_size, crops, replicas, data_format))
+        codec_distances = (rd_curves.load_codec_distances(
+            flags.other_codecs_root or rd_curves.default_other_codecs_root(), flags.dataset_codec_distance)
+            if ds_test else {})
+        writer = tf.summary.FileWriter(log_dir, graph=tf.get_default_graph())
+        saver = saver_lib.Saver(log_dir, keep_checkpoint_every_n_hours=flags.ckpt_interval)
+        job_id = logdir_helpers.log_date_from_log_dir(log_dir)
+    else:
+        log_dir = writer = saver = None
+        print('Worker {} of {}: training; the chief writes the log dir and checkpoints'.format(
+            dist.worker_index, dist.num_workers), flush=True)
 
-    with create_session(num_threads=flags.num_threads) as sess:
-        restored = restore_or_init(sess, flags)
-        itr = sess.run(g.global_step)
-        lr_ae, lr_pc = sess.run([g.lr_ae, g.lr_pc])
-        print(training_helpers.describe_schedule('autoencoder', ae_config, itr_per_epoch, lr_ae))
-        print(training_helpers.describe_schedule('context model', pc_config, itr_per_epoch, lr_pc))
+    session = create_session(num_threads=flags.num_threads) if dist is None else dist.session(flags.num_threads)
+    # multi-worker: with the worker timeout, and peer failures as clear errors
+    run = session.run if dist is None else (lambda *args: dist.run(session, *args))
+    with session as sess:
+        restored = restore_or_init(sess, flags, dist, g)
+        itr = run(g.global_step)
+        lr_ae, lr_pc = run([g.lr_ae, g.lr_pc])
+        if chief:
+            print(training_helpers.describe_schedule('autoencoder', ae_config, itr_per_epoch, lr_ae))
+            print(training_helpers.describe_schedule('context model', pc_config, itr_per_epoch, lr_pc))
         if flags.max_steps is not None and itr >= flags.max_steps:
             print('Already at step {} >= --max_steps {}'.format(itr, flags.max_steps))
             return log_dir
         last_saved = itr if restored else None
         step_times = []
         fetches = {'itr': g.step_after_train, 'loss': g.total_loss}
+        if dist is not None:
+            # a stop request of any worker comes back to all of them with this step's losses
+            fetches['stop'] = g.stop_any
         log_fetches = {'summary': g.train_summaries, 'ms_ssim': g.dist_train.ms_ssim, 'bpp': g.bpp_train,
                        'H_real': g.rate.H_real}
         while True:
-            want_log = restored is not None or (itr + 1) % flags.log_interval_train == 0
+            want_log = chief and (restored is not None or (itr + 1) % flags.log_interval_train == 0)
+            feed = None if dist is None else {g.stop_request: 1. if stop.signal else 0.}
             t0 = time.time()
-            r = _run_or_nan(sess, dict(fetches, **(log_fetches if want_log else {})), itr + 1)
+            r = _run_or_nan(run, dict(fetches, **(log_fetches if want_log else {})), itr + 1, feed)
             step_times.append(time.time() - t0)
             itr = r['itr']
             if not np.isfinite(r['loss']):
                 raise TrainingError('Loss is {} at step {}; stopping. The last good checkpoint is {}'.format(
-                    r['loss'], itr, _describe_ckpt(last_saved, saver)))
+                    r['loss'], itr, _describe_ckpt(last_saved, saver) if chief else 'named by the chief'))
+            # several workers all stop at the step that carried a request (one process stops at once, as before)
+            stopping = r['stop'] if dist is not None and dist.multi_worker else stop.signal
             if want_log:
                 writer.add_summary(r['summary'], itr)
                 imgs_per_s = ae_config.batch_size / np.mean(step_times)
@@ -331,8 +341,15 @@ def _train(flags, stop):
                     ' ' + restored if restored else ''), flush=True)
                 step_times = []
             done = flags.max_steps is not None and itr >= flags.max_steps
+            if not chief:
+                restored = None
+                if stopping or done:
+                    print('Worker {}: {} at step {}'.format(
+                        dist.worker_index, 'stopped by a signal' if stopping else 'reached --max_steps', itr))
+                    break
+                continue
             if g.test_fetches is not None and (itr % flags.log_interval_test == 0 or restored or done):
-                tr = _run_or_nan(sess, dict(g.test_fetches, summary=g.test_summaries), itr)
+                tr = _run_or_nan(run, dict(g.test_fetches, summary=g.test_summaries), itr)
                 if 'summary' not in tr:
                     raise TrainingError('The test batch gives NaN at step {} (the weights diverged); '
                                         'stopping. The last good checkpoint is {}'.format(
@@ -343,16 +360,25 @@ def _train(flags, stop):
                                                      for k, v in distances.items()]), itr)
                 print(_fmt_test(itr, tr, distances), flush=True)
             restored = None
-            if itr % flags.log_interval_save == 0 or done or stop.signal:
+            if itr % flags.log_interval_save == 0 or done or stopping:
                 saver.save(sess, itr)
                 last_saved = itr
-            if stop.signal:
-                print('Got signal {}: saved checkpoint at step {} in {}'.format(stop.signal, itr, saver.ckpt_dir))
+            if stopping:
+                print('{}: saved checkpoint at step {} in {}'.format(
+                    'Got signal {}'.format(stop.signal) if stop.signal else 'Another worker got SIGINT/SIGTERM',
+                    itr, saver.ckpt_dir))
                 break
             if done:
                 print('Reached --max_steps {}: saved checkpoint in {}'.format(flags.max_steps, saver.ckpt_dir))
                 break
-    writer.close()
+        if dist is not None:
+            # equal on all workers when they stayed in sync (compare the workers' last lines)
+            fingerprint, differ = dist.fingerprint(sess)
+            print('Worker {}: variables fingerprint {} at step {}{}'.format(
+                dist.worker_index, fingerprint, itr, '; copies on this worker differ: ' + ', '.join(differ[:5])
+                if differ else ''), flush=True)
+    if writer is not None:
+        writer.close()
     return log_dir
 
 
@@ -361,7 +387,7 @@ def main(argv=None):
     try:
         train(flags)
     except (TrainingError, config_parser.ConfigError, inputpipeline.DatasetError, inputpipeline.SettingsError,
-            ValueError) as e:
+            distribute.DistributionError, ValueError) as e:
         print('Error: {}'.format(e), file=sys.stderr)
         return 1
     return 0

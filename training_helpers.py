@@ -1,14 +1,79 @@
-"""Loss terms, learning-rate schedules and the two-optimizer train op of train.py."""
+"""Loss terms, learning-rate schedules, the two-optimizer train op and the train / test branches of train.py
+(shared by the single-device graph in train.py and the replicated one in distribute.py)."""
 from collections import namedtuple
 
 from tf_helpers import tf
+import bits
 import ms_ssim
+import probclass
 
 # Distortion tensors of a batch; d_loss_scaled is the term that enters the loss.
 Distortions = namedtuple('Distortions', ['mse', 'psnr', 'ms_ssim', 'd_loss_scaled'])
 
 # The rate terms of the paper (Sec. 3.4).
 RateLoss = namedtuple('RateLoss', ['H_real', 'H_mask', 'H_soft', 'pc_loss'])
+
+# Everything the train branch computes on one batch; total_loss = dist.d_loss_scaled + rate.pc_loss +
+# reg_enc_dec + reg_pc.
+TrainTerms = namedtuple('TrainTerms', ['dist', 'rate', 'bpp', 'reg_enc_dec', 'reg_pc', 'total_loss'])
+
+
+def train_terms(ae, pc, x_train, ae_config):
+    """The train branch on a batch: batch-norm batch statistics, qbar, the loss terms (paper Sec. 3.4).
+
+    Creates the networks' variables on the first call; batch-norm moving-average updates go to UPDATE_OPS.
+    """
+    enc = ae.encode(x_train, is_training=True)
+    x_out = ae.decode(enc.qbar, is_training=True)
+    pad_value = pc.auto_pad_value(ae)
+    # the context model learns from the quantized values but sends no gradient into the encoder
+    bc = pc.bitcost(tf.stop_gradient(enc.qbar), enc.symbols, pad_value)
+    bpp = bits.bitcost_to_bpp(bc, x_train)
+    rate = rate_loss(bc, enc.heatmap, ae_config)
+    dist = distortions(x_train, x_out, ae_config, is_training=True)
+    reg_enc_dec = ae.encoder_regularization_loss() + ae.decoder_regularization_loss()
+    reg_pc = tf.losses.get_regularization_loss(scope=probclass.SCOPE)
+    total_loss = dist.d_loss_scaled + rate.pc_loss + reg_enc_dec + reg_pc
+    return TrainTerms(dist, rate, bpp, reg_enc_dec, reg_pc, total_loss)
+
+
+def train_summaries(terms, lr_ae, lr_pc, centers):
+    """The merged train summaries (train/..., centers) of TrainTerms."""
+    s = tf.summary.scalar
+    d, r = terms.dist, terms.rate
+    return tf.summary.merge([
+        s('train/mse', d.mse), s('train/psnr', d.psnr), s('train/ms_ssim', d.ms_ssim),
+        s('train/bpp', terms.bpp), s('train/PC_loss/H_real', r.H_real),
+        s('train/PC_loss/H_mask', r.H_mask), s('train/PC_loss/pc_loss', r.pc_loss),
+        s('train/PC_loss/reg', terms.reg_pc), s('train/AE_loss/d_loss_scaled', d.d_loss_scaled),
+        s('train/AE_loss/reg_enc_dec', terms.reg_enc_dec), s('train/total_loss', terms.total_loss),
+        s('train/lr_ae', lr_ae), s('train/lr_pc', lr_pc),
+        tf.summary.histogram('centers', centers)])
+
+
+def test_branch(ae, pc, x_test, ae_config):
+    """The test branch (batch-norm moving averages, qhard) on a test batch.
+
+    :return: (fetches: dict of ms_ssim, psnr, bpp, centers; merged test summaries)
+    """
+    with tf.name_scope('test'):
+        enc = ae.encode(x_test, is_training=False)
+        x_out = ae.decode(enc.qhard, is_training=False)
+        bc = pc.bitcost(enc.qhard, enc.symbols, pc.auto_pad_value(ae))
+        bpp = bits.bitcost_to_bpp(bc, x_test)
+        dist = distortions(x_test, x_out, ae_config, is_training=False)
+    # summaries outside the name scope, so that their tags are test/... and not test/test/...
+    summaries = [tf.summary.scalar('test/mse', dist.mse), tf.summary.scalar('test/psnr', dist.psnr),
+                 tf.summary.scalar('test/ms_ssim', dist.ms_ssim), tf.summary.scalar('test/bpp', bpp),
+                 tf.summary.image('test/x_in', tf.cast(x_test[:3], tf.uint8), max_outputs=3),
+                 tf.summary.image('test/x_out', tf.cast(tf.round(x_out[:3]), tf.uint8), max_outputs=3),
+                 tf.summary.histogram('test/qbar', enc.qbar[:15])]
+    if enc.heatmap is not None:
+        hm = tf.reduce_sum(enc.heatmap[:3], axis=1, keepdims=True)  # N x 1 x h x w
+        hm = tf.transpose(hm, (0, 2, 3, 1)) / float(ae_config.num_chan_bn)
+        summaries.append(tf.summary.image('test/hm', hm, max_outputs=3))
+    fetches = {'ms_ssim': dist.ms_ssim, 'psnr': dist.psnr, 'bpp': bpp, 'centers': ae.get_centers_variable()}
+    return fetches, tf.summary.merge(summaries)
 
 
 def distortions(x, x_out, config, is_training):
@@ -114,11 +179,19 @@ def optimizer(config, lr, name):
     raise ValueError('Unknown optimizer {}'.format(config.optimizer))
 
 
-def create_train_op(total_loss, ae_vars, pc_vars, ae_lr, pc_lr, ae_config, pc_config, global_step):
+def create_train_op(total_loss, ae_vars, pc_vars, ae_lr, pc_lr, ae_config, pc_config, global_step,
+                    update_ops=None):
     """One gradient computation, two optimizers: the context model's variables with the PC config's
     optimizer and learning rate, everything else with the autoencoder's. Batch-norm moving averages
-    (UPDATE_OPS) are updated with every step; only the AE optimizer increments global_step."""
-    with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+    (update_ops, default: all UPDATE_OPS of the graph) are updated with every step; only the AE optimizer
+    increments global_step.
+
+    Under a tf.distribute strategy (called in replica context) each optimizer sums the replicas' gradients,
+    so total_loss must then be the replica's share of the objective (see distribute.py), and update_ops
+    this replica's own updates."""
+    if update_ops is None:
+        update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+    with tf.control_dependencies(update_ops):
         grads = tf.gradients(total_loss, ae_vars + pc_vars)
     ae_grads, pc_grads = grads[:len(ae_vars)], grads[len(ae_vars):]
     train_ae = optimizer(ae_config, ae_lr, 'Adam_AE' if ae_config.optimizer == 'ADAM' else 'Opt_AE') \
