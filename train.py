@@ -119,14 +119,6 @@ def make_log_dir(flags, ae_rel, pc_rel):
     return logdir_helpers.create_unique_log_dir(ae_rel, pc_rel, log_dir_root, suffix)
 
 
-def save_config_copies(log_dir, ae_config, pc_config):
-    for name, config in ((AE_CONFIG_COPY, ae_config), (PC_CONFIG_COPY, pc_config)):
-        path = os.path.join(log_dir, name)
-        with open(path + '.tmp', 'w') as f:
-            f.write(config.to_text())
-        os.replace(path + '.tmp', path)
-
-
 # Graph ---------------------------------------------------------------------------------------------
 
 class TrainGraph(object):
@@ -282,7 +274,7 @@ def _train(flags, stop, dist=None):
 
     if chief:
         log_dir = make_log_dir(flags, ae_rel, pc_rel)
-        save_config_copies(log_dir, ae_config, pc_config)
+        logdir_helpers.write_config_copies(log_dir, {AE_CONFIG_COPY: ae_config, PC_CONFIG_COPY: pc_config})
         crops = '' if env.num_crops_per_img == 1 else ' = {} images x {} crops'.format(
             ae_config.batch_size // env.num_crops_per_img, env.num_crops_per_img)
         replicas = '' if dist is None else ' = {} replicas x {}'.format(
