@@ -83,19 +83,23 @@ def test_wavefront_decoder_reproduces_encoder_logits(models, shape):
     fp, _ = models
     sym = _random_symbols(shape, 3)
     enc_logits, ordered = fp.logits_in_wave_order(sym)
-    got, pos = [], [0]
-
-    def decode_fn(logits):
-        got.append(logits)
-        n = len(logits)
-        out = ordered[pos[0]:pos[0] + n]
-        pos[0] += n
-        return out
-
+    decode_fn, got = _replaying_decoder(ordered)
     garbage = np.random.RandomState(9).randint(0, 6, shape)
     dec = fp.decode_waves(shape, decode_fn, undecoded=garbage)
     np.testing.assert_array_equal(dec, sym)
     np.testing.assert_array_equal(np.concatenate(got), enc_logits)
+
+
+def _replaying_decoder(ordered):
+    """A decode_fn for decode_waves that hands back the true symbols (in wave order) and records the logits
+    it was given: (decode_fn, list of the logits of every wave)."""
+    got, pos = [], [0]
+
+    def decode_fn(logits):
+        got.append(logits)
+        pos[0] += len(logits)
+        return ordered[pos[0] - len(logits):pos[0]]
+    return decode_fn, got
 
 
 def test_wave_order_is_a_permutation():
@@ -160,14 +164,7 @@ def test_decoder_waves_reproduce_encoder_logits(monkeypatch, shape, split):
     fp = _numpy_model()
     sym = _uniform_symbols(shape, 11)
     enc_logits, ordered = fp.logits_in_wave_order(sym)
-    got, pos = [], [0]
-
-    def decode_fn(logits):
-        got.append(logits)
-        n = len(logits)
-        pos[0] += n
-        return ordered[pos[0] - n:pos[0]]
-
+    decode_fn, got = _replaying_decoder(ordered)
     garbage = np.random.RandomState(2).randint(0, 6, shape)
     np.testing.assert_array_equal(fp.decode_waves(shape, decode_fn, undecoded=garbage), sym)
     assert all(g.dtype == np.int64 for g in got)
@@ -257,12 +254,6 @@ def test_clamped_activations_stay_integers_and_exact():
     assert np.all(logits == np.floor(logits))
     assert np.any(logits == big.max_activation * 2. ** fixed_point_pc.FRAC_BITS // 1)  # clamped somewhere
     enc_logits, ordered = big.logits_in_wave_order(sym)
-    got, pos = [], [0]
-
-    def decode_fn(lg):
-        got.append(lg)
-        pos[0] += len(lg)
-        return ordered[pos[0] - len(lg):pos[0]]
-
+    decode_fn, got = _replaying_decoder(ordered)
     big.decode_waves(sym.shape, decode_fn)
     np.testing.assert_array_equal(np.concatenate(got), enc_logits)
