@@ -20,11 +20,6 @@ import image_codec
 import images
 from image_codec import CodecError
 
-# bench/codec_speed.py, bench/tiling_cost.py, tests/test_paper_scale.py and tests/test_fixed_point_pc.py
-# still take these from here; the line goes once they import image_codec.
-from image_codec import (DEFAULT_MAX_MEMORY_MB, HEADER_BYTES, decode_image, decode_symbols,  # noqa: F401
-                         default_model_dir, encode_image, image_to_symbols, plan_coding, symbols_to_image)
-
 
 def _parse_blocks(text):
     try:

@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import codec  # noqa: E402
+import codec  # noqa: E402  (its --blocks parser)
+import image_codec  # noqa: E402
 import config_parser  # noqa: E402
 import images  # noqa: E402
 import inference  # noqa: E402
@@ -80,14 +81,14 @@ def timed_roundtrip(model, path, tmp, coder='fast', blocks=(1, 1)):
     with _timing(model, 'run', t, 'enc_ae_s'), _timing(symbol_coder, 'encode_blocks', t, 'enc_code_s'):
         t0 = time.perf_counter()
         img, _ = images.load_rgb(path)
-        data = codec.encode_image(model, img, coder, blocks)
+        data = image_codec.encode_image(model, img, coder, blocks)
         images.atomic_write_bytes(os.path.join(tmp, 'x.cpm'), data)
         enc_s = time.perf_counter() - t0
     with _timing(model, 'decode_symbols', t, 'dec_ae_s'), _timing(symbol_coder, 'decode_blocks', t, 'dec_code_s'):
         t0 = time.perf_counter()
         with open(os.path.join(tmp, 'x.cpm'), 'rb') as f:
             data2 = f.read()
-        symbols, hdr = codec.decode_symbols(model, data2)
+        symbols, hdr = image_codec.decode_symbols(model, data2)
         rec = images.to_uint8(model.decode_symbols(symbols)[:hdr['height'], :hdr['width']])
         images.save_png(os.path.join(tmp, 'x.png'), rec)
         dec_s = time.perf_counter() - t0
@@ -127,11 +128,11 @@ def main():
     mean = {k: np.mean([r[k] for r in rows]) for k in ('enc_s', 'dec_s', 'bpp_real', 'bpp_est')}
     med = {k: np.median([r[k] for r in rows]) for k in ('enc_s', 'dec_s', 'enc_ae_s', 'dec_ae_s', 'enc_code_s',
                                                          'dec_code_s')}
-    payload_over = np.mean([(8 * (r['bytes'] - codec.HEADER_BYTES)) / r['bits_est'] - 1 for r in rows])
+    payload_over = np.mean([(8 * (r['bytes'] - image_codec.HEADER_BYTES)) / r['bits_est'] - 1 for r in rows])
     print('mean: encode {:.2f} s, decode {:.2f} s, real bpp {:.4f}, estimate {:.4f}; payload bits vs estimate '
           '{:+.3f}%, header {} bytes; exact round trips: {}/{}'.format(
               mean['enc_s'], mean['dec_s'], mean['bpp_real'], mean['bpp_est'], 100 * payload_over,
-              codec.HEADER_BYTES, sum(r['exact'] for r in rows), len(rows)))
+              image_codec.HEADER_BYTES, sum(r['exact'] for r in rows), len(rows)))
     for side in ('enc', 'dec'):
         rest = med[side + '_s'] - med[side + '_ae_s'] - med[side + '_code_s']
         print('median {}: {:.3f} s = autoencoder {:.3f} s + symbol coding {:.3f} s + the rest (image and file '

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import codec  # noqa: E402
+import image_codec  # noqa: E402
 import images  # noqa: E402
 import inference  # noqa: E402
 import ms_ssim_np  # noqa: E402
@@ -32,20 +32,20 @@ def main(argv=None):
     p.add_argument('--images', default=os.path.join(ROOT, 'samples'))
     p.add_argument('--size', default='6mp', choices=sorted(SIZES))
     p.add_argument('--model', default=None)
-    p.add_argument('--max_memory', type=float, default=codec.DEFAULT_MAX_MEMORY_MB)
+    p.add_argument('--max_memory', type=float, default=image_codec.DEFAULT_MAX_MEMORY_MB)
     flags = p.parse_args(argv)
     h, w = SIZES[flags.size]
     img = mosaic(photo_paths(flags.images), h, w)
-    model = inference.Model(flags.model or codec.default_model_dir())
-    plan = codec.plan_coding(model, h, w, flags.max_memory)
+    model = inference.Model(flags.model or image_codec.default_model_dir())
+    plan = image_codec.plan_coding(model, h, w, flags.max_memory)
     print('{} ({}x{}): autoencoder tiles of {} px, decoder tiles of {} symbols, blocks {}x{}'.format(
         flags.size, w, h, plan['ae_core'], plan['dec_core'], *plan['blocks']))
     whole = model.run(images.pad_to_multiple(img), model.g.symbols)[0]
-    tiled = codec.image_to_symbols(model, img, plan['ae_core'])
+    tiled = image_codec.image_to_symbols(model, img, plan['ae_core'])
     print('symbols differing, tiled vs whole encoder: {} of {} ({:.4%})'.format(
         int(np.sum(tiled != whole)), whole.size, np.mean(tiled != whole)))
     rec_whole = images.to_uint8(model.decode_symbols(tiled))[:h, :w]
-    rec_tiled = codec.symbols_to_image(model, tiled, h, w, plan['dec_core'])
+    rec_tiled = image_codec.symbols_to_image(model, tiled, h, w, plan['dec_core'])
     for name, rec in (('whole-image decoder', rec_whole), ('tiled decoder', rec_tiled)):
         print('{:>20}: PSNR {:.4f} dB, MS-SSIM {:.6f}'.format(name, ms_ssim_np.psnr(img, rec),
                                                              ms_ssim_np.ms_ssim(img, rec)))

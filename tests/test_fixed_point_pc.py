@@ -222,9 +222,9 @@ def test_probclass_uses_the_shared_masks():
 
 @pytest.fixture(scope='module')
 def shipped_med():
-    import codec
+    import image_codec
     import inference
-    model = inference.Model(codec.default_model_dir())
+    model = inference.Model(image_codec.default_model_dir())
     yield model
     model.close()
 

@@ -47,21 +47,21 @@ def _shipped_models():
 def test_shipped_model_codes_a_kodak_size_image_exactly(model_dir):
     """768 x 512: real file, decoded symbols equal the encoded ones, the decoded image equals the
     encoder side's reconstruction, and the file is within 1 % (+ header) of the context model's estimate."""
-    import codec
+    import image_codec
     import inference
     model = inference.Model(model_dir)
     try:
         img = smooth_image(512, 768, seed=3)
-        data = codec.encode_image(model, img)
+        data = image_codec.encode_image(model, img)
         symbols = model.run(img, model.g.symbols)[0]
-        decoded, _ = codec.decode_symbols(model, data)
+        decoded, _ = image_codec.decode_symbols(model, data)
         np.testing.assert_array_equal(decoded, symbols)
-        out = codec.decode_image(model, data)
+        out = image_codec.decode_image(model, data)
         expected = np.clip(np.round(model.decode_symbols(symbols)), 0, 255).astype(np.uint8)
         np.testing.assert_array_equal(out, expected)
         pixels = img.shape[0] * img.shape[1]
         bpp_real = 8. * len(data) / pixels
         bpp_estimate = float(model.run(img, model.g.bpp))
-        assert abs(bpp_real - bpp_estimate) <= 0.01 * bpp_estimate + 8. * codec.HEADER_BYTES / pixels
+        assert abs(bpp_real - bpp_estimate) <= 0.01 * bpp_estimate + 8. * image_codec.HEADER_BYTES / pixels
     finally:
         model.close()
