@@ -15,6 +15,7 @@ from collections import namedtuple
 
 import numpy as np
 
+import config_parser
 import layers
 import quantizer
 from tf_helpers import tf, default_data_format, to_data_format, to_nchw
@@ -36,12 +37,7 @@ EncoderOutput = namedtuple('EncoderOutput', ['qbar', 'qhard', 'symbols', 'z', 'h
 
 
 def get_network_cls(config):
-    archs = {'CVPR': CVPR}
-    if config.arch not in archs:
-        raise ValueError('Unknown autoencoder arch {!r} (known: {}); the root config ae_configs/base is '
-                         'not runnable by itself, use e.g. ae_configs/cvpr/low'.format(
-                             config.arch, ', '.join(archs)))
-    return archs[config.arch]
+    return config_parser.arch_class(config, {'CVPR': CVPR}, 'autoencoder', 'ae_configs/base', 'ae_configs/cvpr/low')
 
 
 def importance_mask(heatmap_logits, num_channels):

@@ -326,3 +326,16 @@ def apply_overrides(config, overrides):
             raise where.error('unknown parameter {!r}{}'.format(name, _suggest(name, state.values)))
         _apply_assign(name, m.group('expr'), state, where)
     return state.to_config()
+
+
+def arch_class(config, archs, kind, root, example):
+    """archs[config.arch] (a network class), or ValueError naming the known archs.
+
+    :param kind: what the network is, for the message
+    :param root: the root config of its kind (e.g. ae_configs/base), which sets no runnable arch
+    :param example: a runnable config to suggest
+    """
+    if config.arch not in archs:
+        raise ValueError('Unknown {} arch {!r} (known: {}); the root config {} is not runnable by itself, use '
+                         'e.g. {}'.format(kind, config.arch, ', '.join(archs), root, example))
+    return archs[config.arch]

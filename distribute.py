@@ -326,7 +326,7 @@ class _NewItems(object):
 
 
 class DistributedTrainGraph(object):
-    """train.TrainGraph's attributes, with the train branch replicated by dist.strategy.
+    """model_graph.TrainGraph's attributes, with the train branch replicated by dist.strategy.
 
     x_train: this worker's batch (dist.worker_batch_size crops), split among its replicas. The loss terms,
     distortions and rates are means over all replicas (one small all-reduce per step, which also carries the

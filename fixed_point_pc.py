@@ -102,11 +102,8 @@ class FixedPointContextModel(object):
     @staticmethod
     def from_session(sess, pc, centers_value, pad_value):
         """Reads the variables of a probclass.ResShallow built in sess's graph."""
-        by_name = {v.op.name: v for v in pc.variables()}
-        names = pc_geometry.res_shallow_variable_scopes()
-        values = sess.run({n: (by_name[n + '/weights'], by_name[n + '/biases']) for n in names})
-        return FixedPointContextModel([values[n][0] for n in names], [values[n][1] for n in names],
-                                      centers_value, pad_value, pc.kernel_size)
+        weights, biases = weights_from_session(sess, pc)
+        return FixedPointContextModel(weights, biases, centers_value, pad_value, pc.kernel_size)
 
     def _check_exactness(self):
         """Activations are clamped to +-max_activation (in real units); choose it so that no partial
@@ -265,6 +262,15 @@ class FixedPointContextModel(object):
         order = wave_order(symbols.shape)
         flat = np.take(self._logits_on_grid(grid, symbols), grid.flat(*order), axis=0)  # one row gather
         return flat.astype(np.int64), symbols[order]
+
+
+def weights_from_session(sess, pc):
+    """([weights], [biases]) of a probclass.ResShallow built in sess's graph, as its constructor takes them."""
+    with sess.graph.as_default():
+        by_name = {v.op.name: v for v in pc.variables()}
+    names = pc_geometry.res_shallow_variable_scopes()
+    values = sess.run({n: (by_name[n + '/weights'], by_name[n + '/biases']) for n in names})
+    return [values[n][0] for n in names], [values[n][1] for n in names]
 
 
 def wave_order(shape):

@@ -1,8 +1,8 @@
 """The codec's file format and its API: images to compressed files and back with a trained model.
 
 Used by codec.py (the command line), val.py (--real_bpp) and bench/. Importing it does not import
-TensorFlow: a model (inference.Model) is loaded only by `load_model` and `find_model_for`, so the format
-can be inspected (`parse_header`) without it.
+TensorFlow: models are loaded by `load_model` and `find_model_for`, on ONNX Runtime when they have been
+exported for it (onnx_model.py), else on TensorFlow (inference.py).
 
 The file: a 32-byte header, then the arithmetic-coded symbol volume (symbol_coder: the fixed-point context
 model's frequency tables, one block or R x C independently coded blocks). Header, little-endian:
@@ -16,10 +16,13 @@ the payload only. Every field is validated before anything is allocated (CodecEr
 import glob
 import os
 import struct
+import sys
 import zlib
 
 import arithmetic_coding
 import images
+import model_files
+import onnx_model
 import symbol_coder
 import tiling
 
@@ -64,7 +67,8 @@ def symbol_volume_shape(model, height, width):
 # cost, measured on the shipped models (bench/codec_scale.py checks the resulting peaks).
 
 DEFAULT_MAX_MEMORY_MB = 2000
-_AE_BYTES_PER_PIXEL_PER_FILTER = 2.5  # activations of a tile, per pixel and per filter n of the model
+# The autoencoder's peak memory for a tile, per pixel and per filter n of the model, is the model's
+# (encoder, decoder) attribute AE_BYTES_PER_PIXEL_PER_FILTER: it depends on the runtime.
 _PC_BYTES_PER_POSITION = 1300         # fixed-point context model, per symbol (c, y, x) of a block
 _AE_CORES = (4096, 3072, 2048, 1536, 1024, 768, 512, 256)  # pixels, largest first
 
@@ -85,23 +89,26 @@ def _workers():
 def plan_coding(model, height, width, max_memory_mb=DEFAULT_MAX_MEMORY_MB, blocks=None):
     """How to code an image within max_memory_mb (the peak of this process and its workers).
 
-    :return: dict(ae_core=pixels per autoencoder tile side, dec_core=symbols per decoder tile side,
+    :return: dict(ae_core=pixels per encoder tile side, dec_core=symbols per decoder tile side,
       blocks=(rows, cols) of independently coded symbol blocks, or the given `blocks`)
     """
     free = max_memory_mb - _rss_mb() - 6. * height * width / 2. ** 20  # the image in and out, uint8
     if free <= 0:
         raise CodecError('--max_memory {:.0f} MB is too small: the model and the image alone take {:.0f} MB'
                          .format(max_memory_mb, max_memory_mb - free))
-    per_pixel = _AE_BYTES_PER_PIXEL_PER_FILTER * model.ae_config.arch_param_n
-    margin = tiling.ENCODER_MARGIN
-    # the autoencoder runs before the coding, in this process: it may use all that is free
-    ae_core = next((c for c in _AE_CORES if (c + 2 * margin) ** 2 * per_pixel <= free * 2. ** 20), _AE_CORES[-1])
+    # the autoencoder runs before (encoder) or after (decoder) the coding, in this process: it may use all
+    # that is free
+    enc_core, dec_core = (
+        next((c for c in _AE_CORES if (c + 2 * margin) ** 2 * per_filter * model.ae_config.arch_param_n
+              <= free * 2. ** 20), _AE_CORES[-1])
+        for per_filter, margin in zip(model.AE_BYTES_PER_PIXEL_PER_FILTER,
+                                      (tiling.ENCODER_MARGIN, tiling.DECODER_MARGIN * images.SUBSAMPLING)))
     C, sh, sw = symbol_volume_shape(model, height, width)
     if blocks is None:
         per_block = free * 2. ** 20 / _workers() / _PC_BYTES_PER_POSITION / C  # grid positions per block
         side = max(8, int(per_block ** 0.5))
         blocks = (min(64, -(-sh // side)), min(64, -(-sw // side)))
-    return dict(ae_core=ae_core, dec_core=ae_core // images.SUBSAMPLING, blocks=blocks)
+    return dict(ae_core=enc_core, dec_core=dec_core // images.SUBSAMPLING, blocks=blocks)
 
 
 def _check_blocks(blocks, h, w):
@@ -114,7 +121,7 @@ def _check_blocks(blocks, h, w):
 
 def image_to_symbols(model, img, ae_core):
     """int64 (C, ceil(H/8), ceil(W/8)): the encoder on overlapping tiles (one tile if the image fits)."""
-    return tiling.encode_tiled(lambda tile: model.run(tile, model.g.symbols)[0], img, ae_core)
+    return tiling.encode_tiled(model.encode_symbols, img, ae_core)
 
 
 def symbols_to_image(model, symbols, height, width, dec_core):
@@ -196,36 +203,70 @@ def decode_image(model, data, max_memory_mb=DEFAULT_MAX_MEMORY_MB):
 
 
 # Models ----------------------------------------------------------------------------------------------
+# A model runs on ONNX Runtime when its dir holds an up-to-date export (onnx_model.py: starts in well under
+# a second), else on TensorFlow (inference.py: ~10 s to import and build).
 
-def load_model(model_dir):
-    """inference.Model of a log dir; CodecError with the reason if it cannot be loaded."""
-    import inference  # TensorFlow: only once a model is needed
+RUNTIMES = ('auto', 'onnx', 'tensorflow')
+
+
+def _say(note):
+    print('Note: ' + note, file=sys.stderr)
+
+
+def load_model(model_dir, runtime='auto', note=_say):
+    """The model of a log dir: OnnxModel if it has a usable ONNX export (runtime 'auto' or 'onnx'), else
+    inference.Model (TensorFlow; with 'auto', after a one-line note through `note` saying why).
+
+    :raises CodecError: with the reason if it cannot be loaded (with 'onnx': if it has no usable export).
+    """
+    if not os.path.isdir(model_dir):
+        raise CodecError('Cannot load model {}: no such directory'.format(model_dir))
+    if runtime in ('auto', 'onnx'):
+        try:
+            return onnx_model.OnnxModel(model_dir)
+        except onnx_model.NotExported as e:
+            if runtime == 'onnx':
+                raise CodecError('Cannot load model {} on ONNX Runtime: {}'.format(model_dir, e)) from None
+            note('{}: {}; using TensorFlow (slower to start)'.format(model_dir, e))
+        except (model_files.ModelError, ValueError) as e:
+            raise CodecError('Cannot load model {}: {}'.format(model_dir, e)) from None
+    import inference  # TensorFlow: only when it is needed
     try:
         return inference.Model(model_dir)
-    except (inference.ModelError, ValueError) as e:
+    except (model_files.ModelError, ValueError) as e:
         raise CodecError('Cannot load model {}: {}'.format(model_dir, e)) from None
 
 
-def find_model_for(fingerprint, root=None):
+def _known_fingerprint(model_dir, runtime):
+    """The fingerprint of a model dir without loading it (its ONNX manifest, else the cache next to its
+    checkpoint), or None."""
+    if runtime != 'tensorflow':
+        try:
+            return bytes.fromhex(onnx_model.read_manifest(model_dir)['fingerprint'])
+        except onnx_model.NotExported:
+            pass
+    return model_files.cached_fingerprint(model_dir)
+
+
+def find_model_for(fingerprint, root=None, runtime='auto', note=_say):
     """The model in root (default: the shipped models) whose fingerprint is the given one, loaded.
 
-    Fingerprints are cached next to each model's checkpoint (inference.cached_fingerprint), so usually only
-    the matching model is loaded. A cache only rules models out: the model returned is one whose fingerprint,
-    computed when it was loaded, matches; and before giving up, the models the caches ruled out are loaded
-    too, in case a cache predates a change of the code. CodecError naming the models tried if none matches.
+    Fingerprints are known without loading a model from ONNX manifests and from caches next to each model's
+    checkpoint (model_files.cached_fingerprint), so usually only the matching model is loaded. They only rule
+    models out: the model returned is one whose fingerprint, as loaded, matches; and before giving up, the
+    models ruled out are loaded too, in case a manifest or cache predates a change of the code. CodecError
+    naming the models tried if none matches.
     """
-    import inference
-    import saver as saver_lib
-    from tf_helpers import tf
     root = root or SHIPPED_MODELS
     try:
         names = sorted(os.listdir(root))
     except OSError:
         names = []
-    dirs = [os.path.join(root, n) for n in names
-            if saver_lib.all_ckpt_steps(saver_lib.ckpt_dir_of(os.path.join(root, n)))]  # not val.py's outputs
+    # not val.py's output dirs
+    dirs = [os.path.join(root, n) for n in names if _is_model_dir(os.path.join(root, n))]
     if not dirs:
-        raise CodecError('No --model given, and no models (log dirs with checkpoints) in {}'.format(root))
+        raise CodecError('No --model given, and no models (log dirs with checkpoints or an ONNX export) in {}'
+                         .format(root))
     # most files come from the default model: without caches, it is the one worth loading first
     default = os.path.normpath(default_model_dir())
     dirs.sort(key=lambda d: os.path.normpath(d) != default)
@@ -233,11 +274,13 @@ def find_model_for(fingerprint, root=None):
 
     def load_if_it_matches(d):
         try:
-            model = inference.Model(d)
-        except (ValueError, OSError, tf.errors.OpError) as e:  # a broken model must not hide the others
+            model = load_model(d, runtime, note=lambda _: None)
+        # CodecError, or TF's errors on damaged checkpoints: a broken model must not hide the others
+        except Exception as e:
             tried[d] = 'cannot load: {}'.format(' '.join(str(e).split()))
             return None
-        inference.save_fingerprint(model)
+        if hasattr(model, 'sess'):
+            model_files.save_fingerprint(model.log_dir, model.step, model.fingerprint)
         tried[d] = 'fingerprint {}'.format(model.fingerprint.hex())
         if model.fingerprint == fingerprint:
             return model
@@ -246,10 +289,10 @@ def find_model_for(fingerprint, root=None):
 
     ruled_out = []
     for d in dirs:
-        cached = inference.cached_fingerprint(d)
-        if cached is not None and cached != fingerprint:
+        known = _known_fingerprint(d, runtime)
+        if known is not None and known != fingerprint:
             ruled_out.append(d)
-            tried[d] = 'fingerprint {}'.format(cached.hex())
+            tried[d] = 'fingerprint {}'.format(known.hex())
             continue
         model = load_if_it_matches(d)
         if model is not None:
@@ -262,3 +305,7 @@ def find_model_for(fingerprint, root=None):
                      '--model'.format(root, fingerprint.hex(), ', '.join(
                          '{!r} ({})'.format(os.path.basename(d), tried[d]) for d in sorted(tried))))
 
+
+def _is_model_dir(d):
+    return bool(model_files.all_ckpt_steps(model_files.ckpt_dir_of(d))) or \
+        os.path.isfile(os.path.join(d, onnx_model.ONNX_DIR, onnx_model.MANIFEST_FILE))

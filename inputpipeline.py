@@ -5,8 +5,9 @@ A dataset is named by a spec string (``--dataset_train`` / ``--dataset_test`` of
 * ``imgnet_train`` / ``imgnet_test``: TFRecord files ``$RECORDS_ROOT/train/*.tfrecord`` resp.
   ``$RECORDS_ROOT/val/*.tfrecord`` (``RECORDS_ROOT`` defaults to ``data``). Each record is one
   ``tf.train.Example`` holding the encoded image (JPEG/PNG) under the feature key ``image/encoded``.
-* anything else: a glob of image files (or a directory, meaning all images in it); files with one of
-  images.IMAGE_EXTENSIONS (any case) are kept, and those in a format TensorFlow cannot decode (TIFF, PPM)
+* anything else: a glob of image files (or a directory, meaning all images in it), or several separated by
+  commas (their union: e.g. the training photos without the held-out ones,
+  ``'train/bsds500_t*,train/imagenet_*'``); files with one of images.IMAGE_EXTENSIONS (any case) are kept, and those in a format TensorFlow cannot decode (TIFF, PPM)
   are reported and skipped like unreadable ones.
 
 ``input_batch`` returns a float32 tensor of shape [batch_size, crop_h, crop_w, 3] (NHWC, values 0..255)
@@ -150,14 +151,25 @@ def resolve_dataset(spec):
                 '{}/*.tfrecord)'.format(spec, pattern, RECORDS_ROOT_ENV, root, RECORDS_ROOT_ENV, sub_dir))
         return DatasetSpec(name=spec, kind='records', files=files, num_images=num_images)
 
-    pattern = os.path.join(spec, '*') if os.path.isdir(spec) else spec
-    matches = glob.glob(os.path.expanduser(pattern))
+    patterns = [os.path.join(p, '*') if os.path.isdir(p) else p for p in _split_globs(spec)]
+    matches = set()
+    for pattern in patterns:
+        matches.update(glob.glob(os.path.expanduser(pattern)))
     files = sorted(p for p in matches
                    if os.path.isfile(p) and images.has_image_extension(p))
     if not files:
-        raise DatasetError('Dataset {!r}: no image files ({}) match the glob {!r} ({} matches in total)'.format(
-            spec, '/'.join(images.IMAGE_EXTENSIONS), pattern, len(matches)))
+        raise DatasetError('Dataset {!r}: no image files ({}) match the glob{} {} ({} matches in total)'.format(
+            spec, '/'.join(images.IMAGE_EXTENSIONS), 's' if len(patterns) > 1 else '',
+            ', '.join(repr(p) for p in patterns), len(matches)))
     return DatasetSpec(name=spec, kind='files', files=files, num_images=len(files))
+
+
+def _split_globs(spec):
+    """'a,b' -> ['a', 'b'] (empty parts dropped); a spec naming an existing path is one glob even if it
+    holds a comma."""
+    if os.path.exists(os.path.expanduser(spec)):
+        return [spec]
+    return [p.strip() for p in spec.split(',') if p.strip()] or [spec]
 
 
 def iterations_per_epoch(dataset_spec, batch_size, num_crops_per_img=1):

@@ -10,6 +10,7 @@ outputs of L logits. As in the released model, the logits go through a ReLU.
 """
 import numpy as np
 
+import config_parser
 import pc_geometry
 # the masks live in a TF-free module so that the codec core imports without TensorFlow
 from pc_geometry import SCOPE, filter_shape, first_mask, other_mask  # noqa: F401
@@ -17,12 +18,8 @@ from tf_helpers import tf
 
 
 def get_network_cls(pc_config):
-    archs = {'res_shallow': ResShallow}
-    if pc_config.arch not in archs:
-        raise ValueError('Unknown probclass arch {!r} (known: {}); the root config pc_configs/base is '
-                         'not runnable by itself, use e.g. pc_configs/cvpr/res_shallow'.format(
-                             pc_config.arch, ', '.join(archs)))
-    return archs[pc_config.arch]
+    return config_parser.arch_class(pc_config, {'res_shallow': ResShallow}, 'probclass', 'pc_configs/base',
+                                    'pc_configs/cvpr/res_shallow')
 
 
 class ResShallow(object):

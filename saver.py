@@ -1,45 +1,12 @@
-"""Checkpoints in `<log_dir>/ckpts/ckpt-<step>`, with the list of saved variable names.
+"""Saving and restoring checkpoints `<log_dir>/ckpts/ckpt-<step>` (their paths: model_files.py).
 
 Restoring takes the variables a checkpoint holds (minus skipped ones) and initializes the rest, so
 checkpoints of other runs (e.g. the authors' released ones, or inference-only exports) load as well.
 """
-import glob
 import os
-import pickle
-import re
 
+from model_files import CKPT_PREFIX, ckpt_dir_of
 from tf_helpers import tf
-
-CKPT_DIR_NAME = 'ckpts'
-CKPT_PREFIX = 'ckpt'
-VAR_NAMES_FILE = 'var_names.pkl'
-_STEP_RE = re.compile(r'ckpt-(\d+)\.index$')
-
-
-def ckpt_dir_of(log_dir_or_ckpt_dir):
-    d = os.path.normpath(log_dir_or_ckpt_dir)
-    return d if os.path.basename(d) == CKPT_DIR_NAME else os.path.join(d, CKPT_DIR_NAME)
-
-
-def all_ckpt_steps(ckpt_dir):
-    """Sorted steps of the checkpoints in ckpt_dir."""
-    steps = (_STEP_RE.search(p) for p in glob.glob(os.path.join(glob.escape(ckpt_dir), CKPT_PREFIX + '-*.index')))
-    return sorted(int(m.group(1)) for m in steps if m)
-
-
-def ckpt_path(ckpt_dir, step):
-    return os.path.join(ckpt_dir, '{}-{}'.format(CKPT_PREFIX, step))
-
-
-def select_ckpt_step(ckpt_dir, restore_itr=-1):
-    """The latest step, or with restore_itr >= 0 the latest step <= restore_itr."""
-    steps = all_ckpt_steps(ckpt_dir)
-    if restore_itr is not None and restore_itr >= 0:
-        steps = [s for s in steps if s <= restore_itr]
-    if not steps:
-        raise ValueError('No checkpoint{} in {}'.format(
-            '' if restore_itr is None or restore_itr < 0 else ' with step <= {}'.format(restore_itr), ckpt_dir))
-    return steps[-1]
 
 
 class Saver(object):
@@ -52,10 +19,6 @@ class Saver(object):
 
     def save(self, sess, step):
         os.makedirs(self.ckpt_dir, exist_ok=True)
-        names_path = os.path.join(self.ckpt_dir, VAR_NAMES_FILE)
-        if not os.path.exists(names_path):
-            with open(names_path, 'wb') as f:
-                pickle.dump([v.op.name for v in self.var_list], f)
         return self._saver.save(sess, os.path.join(self.ckpt_dir, CKPT_PREFIX), global_step=step,
                                 write_meta_graph=False)
 

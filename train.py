@@ -2,7 +2,8 @@
 """Trains the autoencoder, the quantizer's centers and the context model jointly (paper Sec. 3.4).
 
     python train.py ae_configs/cvpr/low pc_configs/cvpr/res_shallow \
-        --dataset_train '../shared/data/train/*' --dataset_test '../shared/data/train/bsds500_val_*'
+        --dataset_train '../shared/data/train/bsds500_t*,../shared/data/train/imagenet_*' \
+        --dataset_test '../shared/data/train/bsds500_val_*'
 
 Loss = distortion (K_ms_ssim * (1 - MS-SSIM) for the paper's configs) + beta * max(H_soft - H_target, 0)
 + L2 regularization. Writes `<log_dir_root>/<MMDD_HHMM> <ae config> <pc config>/` with copies of both
@@ -27,8 +28,9 @@ import autoencoder
 import config_parser
 import distribute
 import inputpipeline
-from inference import AE_CONFIG_COPY, PC_CONFIG_COPY  # where val.py and codec.py look for them
 import logdir_helpers
+import model_files
+import model_graph
 import probclass
 import rd_curves
 import saver as saver_lib
@@ -47,8 +49,8 @@ def parse_args(argv=None):
     p.add_argument('autoencoder_config_path', help='e.g. ae_configs/cvpr/low')
     p.add_argument('probclass_config_path', help='e.g. pc_configs/cvpr/res_shallow')
     p.add_argument('--dataset_train', '-dtrain', default='imgnet_train',
-                   help='glob of training images (.png/.jpg/.jpeg), a directory, or imgnet_train '
-                        '(TFRecords in $RECORDS_ROOT/train). Default: %(default)s')
+                   help='glob of training images (.png/.jpg/.jpeg; several: comma-separated), a directory, or '
+                        'imgnet_train (TFRecords in $RECORDS_ROOT/train). Default: %(default)s')
     p.add_argument('--dataset_test', '-dtest', default='imgnet_test',
                    help='like --dataset_train; imgnet_test = $RECORDS_ROOT/val. Default: %(default)s')
     p.add_argument('--dataset_codec_distance', '-dcodec', default='testset',
@@ -78,6 +80,10 @@ def parse_args(argv=None):
     p.add_argument('--ckpt_interval', type=float, default=1.,
                    help='hours between checkpoints that are kept permanently. Default: %(default)s')
     p.add_argument('--max_steps', type=int, default=None, help='stop after this global step')
+    p.add_argument('--max_cpu_hours', type=float, default=None,
+                   help='stop (saving a checkpoint) once this process has used this much CPU time, all threads '
+                        'together (2 cores busy for 1 h = 2 CPU hours): a compute budget that other load on '
+                        'the machine does not shrink, e.g. for pilots of several configs at equal cost')
     p.add_argument('--config_override', '-co', action='append', default=[], metavar='KEY=VALUE',
                    help='override an autoencoder config key, e.g. batch_size=8 (repeatable)')
     p.add_argument('--pc_config_override', '-pco', action='append', default=[], metavar='KEY=VALUE',
@@ -110,45 +116,13 @@ def load_configs(flags):
 def make_log_dir(flags, ae_rel, pc_rel):
     log_dir_root = flags.log_dir_root + ('_TMP' if flags.temporary else '')
     if flags.restore and flags.restore_continue:
-        return os.path.dirname(saver_lib.ckpt_dir_of(flags.restore))
+        return os.path.dirname(model_files.ckpt_dir_of(flags.restore))
     suffix = ''
     if flags.restore:
-        restored_log_dir = os.path.dirname(saver_lib.ckpt_dir_of(flags.restore))
+        restored_log_dir = os.path.dirname(model_files.ckpt_dir_of(flags.restore))
         suffix = ' RESTORE@{}@{}'.format(os.path.dirname(os.path.abspath(restored_log_dir)).strip('/').replace(
             '/', '@'), logdir_helpers.log_date_from_log_dir(restored_log_dir))
     return logdir_helpers.create_unique_log_dir(ae_rel, pc_rel, log_dir_root, suffix)
-
-
-# Graph ---------------------------------------------------------------------------------------------
-
-class TrainGraph(object):
-    """The train branch (batch statistics, qbar) and the test branch (moving averages, qhard), on one device.
-
-    distribute.DistributedTrainGraph builds the same attributes with the train branch replicated."""
-
-    def __init__(self, ae_config, pc_config, x_train, x_test, iterations_per_epoch, data_format):
-        self.ae = autoencoder.get_network_cls(ae_config)(ae_config, data_format)
-        self.pc = probclass.get_network_cls(pc_config)(pc_config, ae_config.num_centers)
-        self.global_step = tf.train.get_or_create_global_step()
-
-        terms = training_helpers.train_terms(self.ae, self.pc, x_train, ae_config)
-        self.bpp_train, self.rate, self.dist_train = terms.bpp, terms.rate, terms.dist
-        self.reg_enc_dec, self.reg_pc, self.total_loss = terms.reg_enc_dec, terms.reg_pc, terms.total_loss
-
-        pc_vars = self.pc.variables()
-        ae_vars = [v for v in tf.trainable_variables() if v not in set(pc_vars)]
-        self.lr_ae = training_helpers.learning_rate(ae_config, self.global_step, iterations_per_epoch)
-        self.lr_pc = training_helpers.learning_rate(pc_config, self.global_step, iterations_per_epoch)
-        self.train_op = training_helpers.create_train_op(self.total_loss, ae_vars, pc_vars, self.lr_ae,
-                                                         self.lr_pc, ae_config, pc_config, self.global_step)
-        # the step count after this step's update (fetching global_step next to the train op may give
-        # either value)
-        with tf.control_dependencies([self.train_op]):
-            self.step_after_train = tf.identity(self.global_step.read_value())
-        self.train_summaries = training_helpers.train_summaries(terms, self.lr_ae, self.lr_pc,
-                                                                self.ae.get_centers_variable())
-        self.test_fetches, self.test_summaries = training_helpers.test_branch(
-            self.ae, self.pc, x_test, ae_config) if x_test is not None else (None, None)
 
 
 # Loop ----------------------------------------------------------------------------------------------
@@ -186,18 +160,24 @@ def restore_or_init(sess, flags, dist=None, graph=None):
         # only the chief reads the checkpoint (it need not be visible here); this worker takes its values
         dist.restore(sess, graph, None, ())
         return 'Restored'
-    ckpt_dir = saver_lib.ckpt_dir_of(source)
-    step = saver_lib.select_ckpt_step(ckpt_dir, flags.restore_itr if flags.restore else -1)
+    ckpt_dir = model_files.ckpt_dir_of(source)
+    step = model_files.select_ckpt_step(ckpt_dir, flags.restore_itr if flags.restore else -1)
     skip = [s.strip() for s in flags.restore_skip_vars.split(',') if s.strip()]
     if flags.from_identity:
         skip += ['global_step', 'Adam', 'Opt_']
     if dist is None:
-        restored, initialized = saver_lib.restore(sess, saver_lib.ckpt_path(ckpt_dir, step), skip)
+        restored, initialized = saver_lib.restore(sess, model_files.ckpt_path(ckpt_dir, step), skip)
     else:
-        restored, initialized = dist.restore(sess, graph, saver_lib.ckpt_path(ckpt_dir, step), skip)
+        restored, initialized = dist.restore(sess, graph, model_files.ckpt_path(ckpt_dir, step), skip)
     print('Restored {} variables from {} (step {}); initialized {}.'.format(
         len(restored), ckpt_dir, step, len(initialized)))
     return 'Restored'
+
+
+def _cpu_hours():
+    """CPU time of this process so far (user + system, all threads), in hours."""
+    t = os.times()
+    return (t.user + t.system) / 3600.
 
 
 def _run_or_nan(run, fetches, itr, feed_dict=None):
@@ -267,14 +247,15 @@ def _train(flags, stop, dist=None):
                                         num_parallel_calls=env.num_preprocess_threads, name='test')
               if ds_test else None)
     if dist is None:
-        g = TrainGraph(ae_config, pc_config, x_train, x_test, itr_per_epoch, data_format)
+        g = model_graph.TrainGraph(ae_config, pc_config, x_train, x_test, itr_per_epoch, data_format)
     else:
         g = distribute.DistributedTrainGraph(dist, ae_config, pc_config, x_train, x_test, itr_per_epoch,
                                              data_format)
 
     if chief:
         log_dir = make_log_dir(flags, ae_rel, pc_rel)
-        logdir_helpers.write_config_copies(log_dir, {AE_CONFIG_COPY: ae_config, PC_CONFIG_COPY: pc_config})
+        logdir_helpers.write_config_copies(log_dir, {model_files.AE_CONFIG_COPY: ae_config,
+                                                     model_files.PC_CONFIG_COPY: pc_config})
         crops = '' if env.num_crops_per_img == 1 else ' = {} images x {} crops'.format(
             ae_config.batch_size // env.num_crops_per_img, env.num_crops_per_img)
         replicas = '' if dist is None else ' = {} replicas x {}'.format(
@@ -315,7 +296,8 @@ def _train(flags, stop, dist=None):
                        'H_real': g.rate.H_real}
         while True:
             want_log = chief and (restored is not None or (itr + 1) % flags.log_interval_train == 0)
-            feed = None if dist is None else {g.stop_request: 1. if stop.signal else 0.}
+            out_of_time = flags.max_cpu_hours is not None and _cpu_hours() >= flags.max_cpu_hours
+            feed = None if dist is None else {g.stop_request: 1. if stop.signal or out_of_time else 0.}
             t0 = time.time()
             r = _run_or_nan(run, dict(fetches, **(log_fetches if want_log else {})), itr + 1, feed)
             step_times.append(time.time() - t0)
@@ -324,7 +306,7 @@ def _train(flags, stop, dist=None):
                 raise TrainingError('Loss is {} at step {}; stopping. The last good checkpoint is {}'.format(
                     r['loss'], itr, _describe_ckpt(last_saved, saver) if chief else 'named by the chief'))
             # several workers all stop at the step that carried a request (one process stops at once, as before)
-            stopping = r['stop'] if dist is not None and dist.multi_worker else stop.signal
+            stopping = r['stop'] if dist is not None and dist.multi_worker else bool(stop.signal or out_of_time)
             if want_log:
                 writer.add_summary(r['summary'], itr)
                 imgs_per_s = ae_config.batch_size / np.mean(step_times)
@@ -357,8 +339,9 @@ def _train(flags, stop, dist=None):
                 last_saved = itr
             if stopping:
                 print('{}: saved checkpoint at step {} in {}'.format(
-                    'Got signal {}'.format(stop.signal) if stop.signal else 'Another worker got SIGINT/SIGTERM',
-                    itr, saver.ckpt_dir))
+                    'Got signal {}'.format(stop.signal) if stop.signal else
+                    'Used --max_cpu_hours {:g}'.format(flags.max_cpu_hours) if out_of_time else
+                    'Another worker got SIGINT/SIGTERM', itr, saver.ckpt_dir))
                 break
             if done:
                 print('Reached --max_steps {}: saved checkpoint in {}'.format(flags.max_steps, saver.ckpt_dir))

@@ -36,9 +36,9 @@ import image_codec
 import images
 import inference
 import logdir_helpers
+import model_files
 import ms_ssim_np
 import rd_curves
-import saver as saver_lib
 
 VALIDATED = 'validated_ckpts.json'
 # The original's fixed dataset keys: key -> folder of PNGs under $VAL_ROOT. They take precedence over a
@@ -239,9 +239,9 @@ def validate_job(log_dir_root, job_id, paths, dataset, flags, codec_distances=No
     if flags.reset and os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    all_steps = saver_lib.all_ckpt_steps(saver_lib.ckpt_dir_of(log_dir))
+    all_steps = model_files.all_ckpt_steps(model_files.ckpt_dir_of(log_dir))
     if not all_steps:
-        raise ValError('No checkpoints in {}'.format(saver_lib.ckpt_dir_of(log_dir)))
+        raise ValError('No checkpoints in {}'.format(model_files.ckpt_dir_of(log_dir)))
     done = read_validated(out_dir)
     selected = select_ckpts(all_steps, flags.ckpt_step)
     todo = [s for s in selected if s not in done]
@@ -250,14 +250,14 @@ def validate_job(log_dir_root, job_id, paths, dataset, flags, codec_distances=No
     if not todo:
         print('Nothing to do: all selected checkpoints were validated (use --reset to redo)')
         return
-    ckpt_dir = saver_lib.ckpt_dir_of(log_dir)
+    ckpt_dir = model_files.ckpt_dir_of(log_dir)
     model = None
     writer = event_writer(out_dir)
     try:
         for step in todo:
             # a training job that is still running deletes old checkpoints (max_to_keep)
-            if not os.path.isfile(saver_lib.ckpt_path(ckpt_dir, step) + '.index'):
-                print('Checkpoint disappeared: {}'.format(saver_lib.ckpt_path(ckpt_dir, step)))
+            if not os.path.isfile(model_files.ckpt_path(ckpt_dir, step) + '.index'):
+                print('Checkpoint disappeared: {}'.format(model_files.ckpt_path(ckpt_dir, step)))
                 continue
             if model is None:
                 model = inference.Model(log_dir, ckpt_step=step)
@@ -288,7 +288,7 @@ def main(argv=None):
         codec_distances = rd_curves.load_codec_distances(other_codecs_root, dataset)
         for job_id in job_ids:
             validate_job(flags.log_dir_root, job_id, paths, dataset, flags, codec_distances)
-    except (ValError, image_codec.CodecError, images.ImageError, inference.ModelError, ValueError) as e:
+    except (ValError, image_codec.CodecError, images.ImageError, model_files.ModelError, ValueError) as e:
         print('Error: {}'.format(e), file=sys.stderr)
         return 1
     return 0

@@ -104,10 +104,7 @@ def encode(symbols, freqs):
     if sym.size and np.any(np.take_along_axis(f.astype(np.int64), sym[:, None], 1) < 1):
         raise ValueError("a symbol to encode has frequency 0")
 
-    out = bytearray()
-    acc = 0  # bits collected for the current output byte (MSB-first)
-    nacc = 0  # number of bits in ``acc``
-
+    out = _BitWriter()
     low, high, pending = 0, FULL, 0
     for s, c, total in zip(sym.tolist(), cum, totals):
         rng = high - low + 1
@@ -117,21 +114,8 @@ def encode(symbols, freqs):
             if high < HALF or low >= HALF:
                 # E1 (both top bits 0) / E2 (both 1): emit the settled bit
                 # followed by the pending bits, which are its inverse.
-                bit = 1 if low >= HALF else 0
-                acc = (acc << 1) | bit
-                nacc += 1
-                if nacc == 8:
-                    out.append(acc)
-                    acc = nacc = 0
-                if pending:
-                    inv = bit ^ 1
-                    for _ in range(pending):
-                        acc = (acc << 1) | inv
-                        nacc += 1
-                        if nacc == 8:
-                            out.append(acc)
-                            acc = nacc = 0
-                    pending = 0
+                out.put(1 if low >= HALF else 0, pending)
+                pending = 0
                 low = (low << 1) & FULL
                 high = ((high << 1) & FULL) | 1
             elif low >= QUARTER and high < THREE_QUARTERS:
@@ -143,16 +127,30 @@ def encode(symbols, freqs):
                 break
 
     # finish: a 1 bit, then the pending bits inverted (0s), then zero padding.
-    bits = [1] + [0] * pending
-    for bit in bits:
-        acc = (acc << 1) | bit
-        nacc += 1
-        if nacc == 8:
-            out.append(acc)
-            acc = nacc = 0
-    if nacc:
-        out.append(acc << (8 - nacc))
-    return bytes(out)
+    out.put(1, pending)
+    return out.getvalue()
+
+
+class _BitWriter:
+    """Bits, most significant first, into bytes."""
+
+    def __init__(self):
+        self._out = bytearray()
+        self._acc = 0  # bits collected for the current output byte
+        self._n = 0  # number of bits in ``_acc``
+
+    def put(self, bit, repeat_inverted=0):
+        """Appends ``bit``, then ``repeat_inverted`` copies of its inverse."""
+        for b in [bit] + [bit ^ 1] * repeat_inverted:
+            self._acc = (self._acc << 1) | b
+            self._n += 1
+            if self._n == 8:
+                self._out.append(self._acc)
+                self._acc = self._n = 0
+
+    def getvalue(self):
+        """The bytes written, the last one padded with zero bits."""
+        return bytes(self._out) + (bytes([self._acc << (8 - self._n)]) if self._n else b'')
 
 
 class Decoder:

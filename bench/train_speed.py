@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import config_parser  # noqa: E402
 import distribute  # noqa: E402
 import inputpipeline  # noqa: E402
-import train  # noqa: E402
+import model_graph  # noqa: E402
 from tf_helpers import tf, create_session, default_data_format  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def time_steps(ae_config, pc_config, make_input, steps, warmup):
     with tf.Graph().as_default():
         tf.set_random_seed(1234)
         x = make_input()
-        g = train.TrainGraph(ae_config, pc_config, x, None, 1000, default_data_format())
+        g = model_graph.TrainGraph(ae_config, pc_config, x, None, 1000, default_data_format())
         n_params = sum(int(np.prod(v.shape)) for v in tf.trainable_variables())
         with create_session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -54,7 +54,7 @@ class _Stepper(object):
         with self.graph.as_default():
             tf.set_random_seed(1234)
             if dist is None:
-                g = train.TrainGraph(ae_config, pc_config, tf.constant(batch), None, 1000, default_data_format())
+                g = model_graph.TrainGraph(ae_config, pc_config, tf.constant(batch), None, 1000, default_data_format())
                 self.sess = create_session(self.graph)
                 self.fetches, self.feed = {'itr': g.step_after_train, 'loss': g.total_loss}, None
             else:

@@ -12,6 +12,7 @@ import codec
 import image_codec
 import images
 import inference
+import model_files
 import symbol_coder
 from helpers import make_model_dir, smooth_image
 
@@ -292,7 +293,7 @@ def test_decode_finds_the_files_model_among_several(model, other_models, tmp_pat
     assert MODEL_NAME in capsys.readouterr().err
     assert loaded == [OTHER_NAMES[0], MODEL_NAME]  # in order, up to the match
     for name in loaded:
-        assert os.path.isfile(os.path.join(root, name, 'ckpts', inference.FINGERPRINT_CACHE))
+        assert os.path.isfile(os.path.join(root, name, 'ckpts', model_files.FINGERPRINT_CACHE))
     del loaded[:]
     os.remove(out)
     assert codec.main(['decode', f, '-o', out]) == 0
@@ -339,12 +340,12 @@ def test_fingerprint_cache_is_a_hint_only(model, other_models, tmp_path):
     root = _models_root(tmp_path, [model.log_dir, other_models[0]])
     for d in (MODEL_NAME, OTHER_NAMES[0]):
         m = inference.Model(os.path.join(root, d))
-        inference.save_fingerprint(m)
-        assert inference.cached_fingerprint(os.path.join(root, d)) == m.fingerprint
+        model_files.save_fingerprint(m.log_dir, m.step, m.fingerprint)
+        assert model_files.cached_fingerprint(os.path.join(root, d)) == m.fingerprint
         m.close()
 
     def claim(name, fingerprint):
-        path = os.path.join(root, name, 'ckpts', inference.FINGERPRINT_CACHE)
+        path = os.path.join(root, name, 'ckpts', model_files.FINGERPRINT_CACHE)
         with open(path) as f:
             saved = json.load(f)
         with open(path, 'w') as f:
@@ -356,11 +357,11 @@ def test_fingerprint_cache_is_a_hint_only(model, other_models, tmp_path):
         assert found.fingerprint == model.fingerprint and os.path.basename(found.log_dir) == MODEL_NAME
     finally:
         found.close()
-    assert inference.cached_fingerprint(os.path.join(root, MODEL_NAME)) == model.fingerprint  # rewritten
+    assert model_files.cached_fingerprint(os.path.join(root, MODEL_NAME)) == model.fingerprint  # rewritten
     data_file = [n for n in os.listdir(os.path.join(root, MODEL_NAME, 'ckpts')) if '.data-' in n][0]
     with open(os.path.join(root, MODEL_NAME, 'ckpts', data_file), 'r+b') as f:
         f.seek(100)
         byte = f.read(1)
         f.seek(100)
         f.write(bytes([byte[0] ^ 1]))
-    assert inference.cached_fingerprint(os.path.join(root, MODEL_NAME)) is None
+    assert model_files.cached_fingerprint(os.path.join(root, MODEL_NAME)) is None

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from helpers import ROOT, smooth_image, tiny_configs, train_args  # noqa: E402
+import model_files  # noqa: E402
 
 # Regularization large enough that its gradient is comparable to the data term's: counted once per replica,
 # or never, it would show in the optimizer state.
@@ -43,7 +44,7 @@ def _equivalence_child(out_path):
     distribute.split_cpu(2)
     import config_parser
     import saver as saver_lib
-    import train
+    import model_graph
     from tf_helpers import tf
 
     ae_config, pc_config = tiny_configs()
@@ -80,7 +81,7 @@ def _equivalence_child(out_path):
     with tf.Graph().as_default() as graph:
         tf.set_random_seed(1)
         x = tf.placeholder_with_default(batch, (None,) + batch.shape[1:])
-        g = train.TrainGraph(ae_config, pc_config, x, None, 10, 'NHWC')
+        g = model_graph.TrainGraph(ae_config, pc_config, x, None, 10, 'NHWC')
         for op in graph.get_operations():  # values per channel that each batch-norm layer averages on [A; A]
             if op.type.startswith('FusedBatchNorm') and 'Grad' not in op.type:
                 out['bn_count/' + op.name.rsplit('/', 1)[0]] = len(batch) * np.prod(op.inputs[0].shape[1:3])
@@ -94,7 +95,7 @@ def _equivalence_child(out_path):
                 measures(sess, g, x, feed, name)
             sess.run(g.train_op)
             values(sess, 'single/')
-    init_ckpt = saver_lib.ckpt_path(saver_lib.ckpt_dir_of(os.path.join(work, 'init')), 0)
+    init_ckpt = model_files.ckpt_path(model_files.ckpt_dir_of(os.path.join(work, 'init')), 0)
 
     dist = distribute.Distribution('mirrored', tf.compat.v1.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
     with tf.Graph().as_default():
@@ -130,19 +131,18 @@ def _log_dirs(root):
 
 def _ckpt_vars(log_dir, step):
     from tf_helpers import tf
-    import saver as saver_lib
-    ckpt_dir = saver_lib.ckpt_dir_of(log_dir)
-    assert saver_lib.all_ckpt_steps(ckpt_dir) == [step]
-    return dict(tf.train.list_variables(saver_lib.ckpt_path(ckpt_dir, step)))
+    ckpt_dir = model_files.ckpt_dir_of(log_dir)
+    assert model_files.all_ckpt_steps(ckpt_dir) == [step]
+    return dict(tf.train.list_variables(model_files.ckpt_path(ckpt_dir, step)))
 
 
 def _single_device_var_shapes():
     """{name: shape} of the variables of train.py's single-device graph (tiny config)."""
-    import train
+    import model_graph
     from tf_helpers import tf
     ae_config, pc_config = tiny_configs()
     with tf.Graph().as_default():
-        train.TrainGraph(ae_config, pc_config, tf.zeros([4, 32, 32, 3]), None, 10, 'NHWC')
+        model_graph.TrainGraph(ae_config, pc_config, tf.zeros([4, 32, 32, 3]), None, 10, 'NHWC')
         return {v.op.name: v.shape.as_list() for v in tf.global_variables()}
 
 
@@ -150,13 +150,13 @@ def _single_device_checkpoint(root, step):
     """A checkpoint of train.py's single-device graph (tiny config, random weights, zero Adam slots) at global
     step `step`, as a training run would leave it. :return: (log dir, {variable name: shape})"""
     import saver as saver_lib
-    import train
+    import model_graph
     from tf_helpers import tf
     ae_config, pc_config = tiny_configs()
     log_dir = os.path.join(str(root), '0101_1200 cvpr@low cvpr@res_shallow')
     with tf.Graph().as_default():
         tf.set_random_seed(3)
-        g = train.TrainGraph(ae_config, pc_config, tf.zeros([4, 32, 32, 3]), None, 10, 'NHWC')
+        g = model_graph.TrainGraph(ae_config, pc_config, tf.zeros([4, 32, 32, 3]), None, 10, 'NHWC')
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             g.global_step.load(step, sess)
@@ -251,7 +251,7 @@ def test_distributed_checkpoint_has_single_device_names(equivalence, tmp_path_fa
     into the distributed run (same initial values: the losses above match), and the distributed checkpoint
     restores into train.py's single-device graph: every variable, with the values the distributed run had."""
     import saver as saver_lib
-    import train
+    import model_graph
     from tf_helpers import tf
     work = glob.glob(os.path.join(str(tmp_path_factory.getbasetemp()), 'equivalence*'))[0]
     single = dict(tf.train.list_variables(os.path.join(work, 'init', 'ckpts', 'ckpt-0')))  # train.py's graph
@@ -261,7 +261,7 @@ def test_distributed_checkpoint_has_single_device_names(equivalence, tmp_path_fa
     assert not [n for n in dist if 'replica' in n or 'Mirrored' in n]
     ae_config, pc_config = tiny_configs()
     with tf.Graph().as_default():
-        train.TrainGraph(ae_config, pc_config, tf.zeros([4, 32, 32, 3]), None, 10, 'NHWC')
+        model_graph.TrainGraph(ae_config, pc_config, tf.zeros([4, 32, 32, 3]), None, 10, 'NHWC')
         with tf.Session() as sess:
             restored, initialized = saver_lib.restore(sess, dist_ckpt)
             assert initialized == [] and sorted(restored) == sorted(dist)

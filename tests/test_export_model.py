@@ -7,7 +7,7 @@ import numpy as np
 
 import export_model
 import inference
-import saver as saver_lib
+import model_files
 import train
 from helpers import smooth_image, train_args
 from tf_helpers import tf
@@ -22,7 +22,7 @@ def _log_dirs(tmp_path):
 
 
 def _var_names(ckpt_dir):
-    return {name for name, _ in tf.train.list_variables(saver_lib.ckpt_path(ckpt_dir, max(saver_lib.all_ckpt_steps(ckpt_dir))))}
+    return {name for name, _ in tf.train.list_variables(model_files.ckpt_path(ckpt_dir, max(model_files.all_ckpt_steps(ckpt_dir))))}
 
 
 def test_export_of_a_restored_run(tmp_path):
@@ -38,7 +38,7 @@ def test_export_of_a_restored_run(tmp_path):
     assert os.path.basename(shipped) == os.path.basename(restored).split(' RESTORE@')[0]
     names = _var_names(os.path.join(shipped, 'ckpts'))
     assert 'global_step' in names and not any('Adam' in n for n in names)
-    assert saver_lib.all_ckpt_steps(os.path.join(shipped, 'ckpts')) == [3]
+    assert model_files.all_ckpt_steps(os.path.join(shipped, 'ckpts')) == [3]
 
     img = smooth_image(24, 32)
     a, b = inference.Model(restored), inference.Model(shipped)

@@ -360,9 +360,9 @@ def test_val_codec_and_other_codecs_load_the_same_pixels(tmp_path, monkeypatch, 
         def fake_encode(model, img, *args, **kwargs):
             seen['codec'] = img
             return b'x'
-        monkeypatch.setattr(image_codec, 'load_model', lambda model_dir: None)
+        monkeypatch.setattr(image_codec, 'load_model', lambda *args, **kwargs: None)
         monkeypatch.setattr(image_codec, 'encode_image', fake_encode)
-        assert codec.main(['encode', 'some_model', path, '-o', str(tmp_path / 'out.cpm')]) == 0
+        assert codec.main(['encode', path, '-o', str(tmp_path / 'out.cpm'), '--model', 'some_model']) == 0
 
         def fake_jpeg(rgb, q):
             seen['other_codecs'] = rgb

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TF_FREE = ('arithmetic_coding', 'fixed_point_pc', 'symbol_coder', 'image_codec', 'codec', 'file_helpers')
+TF_FREE = ('arithmetic_coding', 'fixed_point_pc', 'symbol_coder', 'image_codec', 'codec', 'file_helpers', 'model_files',
+           'onnx_model')
 
 
 @pytest.mark.parametrize('module', TF_FREE)

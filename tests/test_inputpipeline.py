@@ -3,6 +3,7 @@ TFRecords, the reproducible test batch, NUM_CROPS_PER_IMG / NUM_PREPROCESS_THREA
 import io
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -54,6 +55,24 @@ def test_resolve_files(image_dir):
     assert resolve_dataset(spec) is spec
     assert iterations_per_epoch(spec, 4) == 2
     assert iterations_per_epoch(DatasetSpec('x', 'records', ['r'], None), 4) is None
+
+
+def test_resolve_several_globs(image_dir, tmp_path):
+    """Comma-separated globs are a union: how the README keeps the held-out photos out of training."""
+    everything = resolve_dataset(str(image_dir / '*')).files
+    names = [os.path.basename(f) for f in everything]
+    first, rest = names[:3], names[3:]
+    union = resolve_dataset(','.join(str(image_dir / n) for n in first) + ', ' + str(image_dir / rest[0]))
+    assert union.files == sorted(str(image_dir / n) for n in first + rest[:1])
+    # overlapping globs count each file once
+    assert resolve_dataset('{0}/*,{0}/*'.format(image_dir)).files == everything
+    # a path holding a comma is one glob
+    odd = tmp_path / 'a,b'
+    odd.mkdir()
+    shutil.copy(everything[0], odd / 'x.png')
+    assert resolve_dataset(str(odd)).num_images == 1
+    with pytest.raises(DatasetError, match="globs '.*nope1', '.*nope2'"):
+        resolve_dataset(str(tmp_path / 'nope1') + ',' + str(tmp_path / 'nope2'))
 
 
 def test_resolve_no_match(tmp_path):

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import model_files
 from helpers import ROOT, smooth_image, write_images
 
 pytestmark = pytest.mark.slow
@@ -19,7 +20,6 @@ def _golden_names():
 def test_paper_config_trains_two_steps_at_batch_30(tmp_path, capsys):
     """ae_configs/cvpr/low + pc_configs/cvpr/res_shallow unchanged (n = 128, B = 5, batch 30, 160 crops):
     two steps, a finite loss, a checkpoint at step 2 holding every variable of the released graph."""
-    import saver as saver_lib
     import train
     from tf_helpers import tf
     imgs = str(tmp_path / 'imgs')
@@ -34,8 +34,8 @@ def test_paper_config_trains_two_steps_at_batch_30(tmp_path, capsys):
     assert len(losses) == 2 and all(np.isfinite(losses))
     (log_dir,) = [d for d in glob.glob(str(tmp_path / 'logs' / '*')) if os.path.isdir(d)]
     ckpt_dir = os.path.join(log_dir, 'ckpts')
-    assert saver_lib.all_ckpt_steps(ckpt_dir) == [2]
-    saved = {name for name, _ in tf.train.list_variables(saver_lib.ckpt_path(ckpt_dir, 2))}
+    assert model_files.all_ckpt_steps(ckpt_dir) == [2]
+    saved = {name for name, _ in tf.train.list_variables(model_files.ckpt_path(ckpt_dir, 2))}
     assert _golden_names() <= saved
 
 

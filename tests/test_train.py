@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import config_parser
-import saver as saver_lib
+import model_files
+import model_graph
 import train
 import training_helpers
 from helpers import ROOT, tiny_configs, train_args
@@ -25,8 +26,7 @@ def test_train_steps_checkpoint_events_and_restore(tmp_path, capsys):
     (log_dir,) = _only_log_dir(tmp_path)
     assert os.path.basename(log_dir).endswith(' cvpr@low cvpr@res_shallow')
     ckpt_dir = os.path.join(log_dir, 'ckpts')
-    assert saver_lib.all_ckpt_steps(ckpt_dir) == [4]  # max_to_keep=1: step 3 was replaced
-    assert os.path.exists(os.path.join(ckpt_dir, 'var_names.pkl'))
+    assert model_files.all_ckpt_steps(ckpt_dir) == [4]  # max_to_keep=1: step 3 was replaced
     assert glob.glob(os.path.join(log_dir, 'events.out.tfevents.*'))
     # the resolved configs are saved and parse back to what was trained
     ae_copy, _ = config_parser.parse(os.path.join(log_dir, 'ae_config'))
@@ -43,7 +43,7 @@ def test_train_steps_checkpoint_events_and_restore(tmp_path, capsys):
     assert 'Restored' in out and '5: loss=' in out and '\n1: loss=' not in out
     restored_dirs = [d for d in _only_log_dir(tmp_path) if 'RESTORE@' in d]
     assert len(restored_dirs) == 1
-    assert saver_lib.all_ckpt_steps(os.path.join(restored_dirs[0], 'ckpts')) == [6]
+    assert model_files.all_ckpt_steps(os.path.join(restored_dirs[0], 'ckpts')) == [6]
 
 
 @pytest.mark.parametrize('distortion', ['mse', 'psnr'])
@@ -62,7 +62,7 @@ def test_loss_goes_down_when_overfitting_one_batch():
     batch = np.stack([smooth_image(32, 32, seed=s) for s in range(2)]).astype(np.float32)
     with tf.Graph().as_default():
         tf.set_random_seed(1)
-        g = train.TrainGraph(ae_config, pc_config, tf.constant(batch), None, 10, None)
+        g = model_graph.TrainGraph(ae_config, pc_config, tf.constant(batch), None, 10, None)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             losses = [sess.run([g.train_op, g.total_loss])[1] for _ in range(40)]
@@ -130,7 +130,7 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
     assert proc.returncode == 0, out
     assert 'Got signal' in out
     (log_dir,) = _only_log_dir(tmp_path)
-    steps = saver_lib.all_ckpt_steps(os.path.join(log_dir, 'ckpts'))
+    steps = model_files.all_ckpt_steps(os.path.join(log_dir, 'ckpts'))
     assert len(steps) == 1 and steps[0] >= 1
 
 
@@ -166,7 +166,7 @@ def test_env_num_crops_and_threads_reach_the_pipelines(tmp_path, capsys, monkeyp
         calls['graph'] = dict(x_train=x_train.shape.as_list(), iterations_per_epoch=iterations_per_epoch)
         raise train.TrainingError('stand-in graph')
     monkeypatch.setattr(inputpipeline, 'input_batch', recording_input_batch)
-    monkeypatch.setattr(train, 'TrainGraph', stop_graph)
+    monkeypatch.setattr(model_graph, 'TrainGraph', stop_graph)
     monkeypatch.setenv('NUM_CROPS_PER_IMG', '2')
     monkeypatch.setenv('NUM_PREPROCESS_THREADS', '3')
     assert train.main(train_args(tmp_path)) == 1
@@ -212,3 +212,20 @@ def test_test_batch_distance_to_codecs(tmp_path, capsys):
     assert train.main(train_args(tmp_path / 'again', '--max_steps', '1', '--other_codecs_root', str(codecs_root))) == 0
     out = capsys.readouterr().out
     assert "no classical codec curves for 'testset'" in out and 'd_' not in out.split('test ms_ssim')[1]
+
+
+def test_max_cpu_hours_stops_with_a_checkpoint(tmp_path, capsys, monkeypatch):
+    """The budget is checked before every step against the process's CPU time: here 0.3 h per call, so the
+    budget of 1 h is used up before the fifth step."""
+    calls = []
+
+    def fake_cpu_hours():
+        calls.append(1)
+        return 0.3 * len(calls)
+
+    monkeypatch.setattr(train, '_cpu_hours', fake_cpu_hours)
+    assert train.main(train_args(tmp_path, '--max_cpu_hours', '1', '--max_steps', '100', '-ltest', '-1')) == 0
+    out = capsys.readouterr().out
+    assert 'Used --max_cpu_hours 1: saved checkpoint at step 4' in out
+    (log_dir,) = _only_log_dir(tmp_path)
+    assert model_files.all_ckpt_steps(os.path.join(log_dir, 'ckpts')) == [4]

@@ -165,7 +165,7 @@ def test_ckpt_step_on_a_log_dir(tmp_path, monkeypatch, capsys):
     # and not marked validated
     for p in glob.glob(os.path.join(glob.escape(root), JOB + ' cvpr@low cvpr@res_shallow', 'ckpts', 'ckpt-20.*')):
         os.remove(p)
-    monkeypatch.setattr(val.saver_lib, 'all_ckpt_steps', lambda ckpt_dir: steps)
+    monkeypatch.setattr(val.model_files, 'all_ckpt_steps', lambda ckpt_dir: steps)
     out = run('-s', '1')
     assert 'validating checkpoints [20, 40] (2 of 6 selected' in out
     assert 'Checkpoint disappeared' in out and 'ckpt-20' in out
