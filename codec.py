@@ -37,12 +37,9 @@ MAX_EXIT_STATUS = 100
 
 def _parse_blocks(text):
     try:
-        r, c = (int(v) for v in text.lower().split('x'))
-        if r < 1 or c < 1 or r > 64 or c > 64:
-            raise ValueError
-        return r, c
-    except ValueError:
-        raise argparse.ArgumentTypeError('--blocks takes RxC with 1 <= R, C <= 64, e.g. 2x2; got {!r}'.format(text))
+        return image_codec.parse_blocks(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError('--blocks: {}'.format(e))
 
 
 def _positive_mb(text):

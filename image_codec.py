@@ -107,8 +107,22 @@ def plan_coding(model, height, width, max_memory_mb=DEFAULT_MAX_MEMORY_MB, block
     if blocks is None:
         per_block = free * 2. ** 20 / _workers() / _PC_BYTES_PER_POSITION / C  # grid positions per block
         side = max(8, int(per_block ** 0.5))
-        blocks = (min(64, -(-sh // side)), min(64, -(-sw // side)))
+        blocks = (min(MAX_BLOCKS_PER_SIDE, -(-sh // side)), min(MAX_BLOCKS_PER_SIDE, -(-sw // side)))
     return dict(ae_core=enc_core, dec_core=dec_core // images.SUBSAMPLING, blocks=blocks)
+
+
+MAX_BLOCKS_PER_SIDE = 64
+
+
+def parse_blocks(text):
+    """'RxC' -> (R, C); ValueError unless 1 <= R, C <= MAX_BLOCKS_PER_SIDE."""
+    try:
+        r, c = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        r = c = 0
+    if not (1 <= r <= MAX_BLOCKS_PER_SIDE and 1 <= c <= MAX_BLOCKS_PER_SIDE):
+        raise ValueError('takes RxC with 1 <= R, C <= {}, e.g. 2x2; got {!r}'.format(MAX_BLOCKS_PER_SIDE, text))
+    return r, c
 
 
 def _check_blocks(blocks, h, w):

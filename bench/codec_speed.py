@@ -32,7 +32,6 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import codec  # noqa: E402  (its --blocks parser)
 import image_codec  # noqa: E402
 import config_parser  # noqa: E402
 import fixed_point_pc  # noqa: E402
@@ -170,7 +169,7 @@ def main():
     print('pure-Python coder on {}: encode {:.2f} s, decode {:.2f} s, real bpp {:.4f}, exact: {}'.format(
         os.path.basename(paths[0]), r['enc_s'], r['dec_s'], r['bpp_real'], r['exact']))
 
-    blocks = codec._parse_blocks(flags.blocks)
+    blocks = image_codec.parse_blocks(flags.blocks)
     one, many = [], []
     for path in paths[:flags.block_images]:
         one.append(timed_roundtrip(model, path, tmp))

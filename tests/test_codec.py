@@ -365,3 +365,13 @@ def test_fingerprint_cache_is_a_hint_only(model, other_models, tmp_path):
         f.seek(100)
         f.write(bytes([byte[0] ^ 1]))
     assert model_files.cached_fingerprint(os.path.join(root, MODEL_NAME)) is None
+
+
+def test_blocks_argument(capsys):
+    assert image_codec.parse_blocks('2x3') == (2, 3) and image_codec.parse_blocks('64X1') == (64, 1)
+    for bad in ('0x1', '65x1', 'ax2', '2', '2x2x2', ''):
+        with pytest.raises(ValueError, match='RxC'):
+            image_codec.parse_blocks(bad)
+    with pytest.raises(SystemExit) as e:
+        codec.main(['encode', 'x.png', '-o', 'x.cpm', '--blocks', '3'])
+    assert e.value.code == 2 and "--blocks: takes RxC" in capsys.readouterr().err
