@@ -310,9 +310,9 @@ def _train(flags, stop, dist=None):
             if want_log:
                 writer.add_summary(r['summary'], itr)
                 imgs_per_s = ae_config.batch_size / np.mean(step_times)
-                print('{}: loss={:.3f}, ms_ssim={:.4f}, bpp={:.4f}, H_real={:.4f} (img/s: {:.1f}) {}{}'.format(
-                    itr, r['loss'], r['ms_ssim'], r['bpp'], r['H_real'], imgs_per_s, job_id,
-                    ' ' + restored if restored else ''), flush=True)
+                print('{}: loss={:.3f}, ms_ssim={:.4f}, bpp={:.4f}, H_real={:.4f} (img/s: {:.1f}, CPU {:.3f} h) {}{}'
+                      .format(itr, r['loss'], r['ms_ssim'], r['bpp'], r['H_real'], imgs_per_s, _cpu_hours(), job_id,
+                              ' ' + restored if restored else ''), flush=True)
                 step_times = []
             done = flags.max_steps is not None and itr >= flags.max_steps
             if not chief:

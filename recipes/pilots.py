@@ -26,6 +26,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import logdir_helpers  # noqa: E402
+import model_files  # noqa: E402
 import rd_curves  # noqa: E402
 
 # name -> autoencoder config overrides on top of ae_configs/cpu/base (n=48, B=1, C=32, crop 160, batch 8)
@@ -60,22 +61,37 @@ def _log_dirs_in(log_path):
         return re.findall(r'^Log dir: (.*)$', f.read(), flags=re.M)
 
 
+def used_cpu_hours(log_text):
+    """CPU hours of the train.py runs in a phase's log: the last `CPU x h` of each run (each starts with its
+    `Log dir:` line)."""
+    last = [re.findall(r'CPU ([0-9.]+) h\)', run) for run in re.split(r'^Log dir: ', log_text, flags=re.M)[1:]]
+    return sum(float(m[-1]) for m in last if m)
+
+
 def _train_phase(name, phase, flags, hours, overrides, restore):
-    """Runs one phase unless its log already says it used its budget; returns its log dir."""
+    """Runs one phase unless its log already says it used its budget; a phase that was interrupted (e.g. the
+    machine's session ended) continues from its last checkpoint with what is left of its budget. Returns its
+    log dir."""
     log_path = os.path.join(flags.out, '{}.{}.log'.format(name, phase))
     dirs = _log_dirs_in(log_path)
-    if dirs and 'Used --max_cpu_hours' in open(log_path).read():
-        return dirs[-1]
     cmd = [sys.executable, 'train.py', 'ae_configs/cpu/base', 'pc_configs/cpu/res_shallow',
-           '-dtrain', flags.train, '-dtest', flags.heldout, '-o', flags.out, '--max_cpu_hours', str(hours),
+           '-dtrain', flags.train, '-dtest', flags.heldout, '-o', flags.out,
            '-ltest', '500', '-lsave', '500', '-dcodec', HELDOUT_NAME, '--other_codecs_root', _codecs_root(flags)]
     for o in COMMON + CANDIDATES[name] + overrides:
         cmd += ['-co', o]
     for o in PC_COMMON:
         cmd += ['-pco', o]
-    if restore:
+    if dirs and 'Used --max_cpu_hours' in open(log_path).read():
+        return dirs[-1]
+    if dirs and model_files.all_ckpt_steps(model_files.ckpt_dir_of(dirs[-1])):
+        used = used_cpu_hours(open(log_path).read())
+        print('{} {}: interrupted after {:.2f} of {:.2f} CPU hours; continuing'.format(name, phase, used, hours),
+              flush=True)
+        cmd += ['--restore', dirs[-1], '--restore_continue']
+        hours = max(0.01, hours - used)
+    elif restore:
         cmd += ['--restore', restore]
-    _run(cmd, log_path)
+    _run(cmd + ['--max_cpu_hours', str(hours)], log_path)
     return _log_dirs_in(log_path)[-1]
 
 
