@@ -217,3 +217,16 @@ def test_many_files_per_call(exported, tmp_path, capsys):
                        '--model', exported]) == 1
     assert 'would both be written to' in capsys.readouterr().err
     assert not os.path.exists(str(tmp_path / 'clash'))
+
+
+def test_without_onnxruntime_the_codec_falls_back_with_a_note(exported, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # makes `import onnxruntime` raise ImportError
+    notes = []
+    model = image_codec.load_model(exported, note=notes.append)
+    try:
+        assert isinstance(model, inference.Model)
+        assert len(notes) == 1 and 'onnxruntime is not installed' in notes[0] and 'using TensorFlow' in notes[0]
+    finally:
+        model.close()
+    with pytest.raises(image_codec.CodecError, match='onnxruntime is not installed'):
+        image_codec.load_model(exported, runtime='onnx')
