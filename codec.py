@@ -58,14 +58,14 @@ class _Models(object):
     def __init__(self, flags, say):
         self.flags = flags
         self._say = say
-        self._by_dir = {}
+        self._given = None
         self._by_fingerprint = {}
 
     def given(self):
-        d = self.flags.model
-        if d not in self._by_dir:
-            self._by_dir[d] = image_codec.load_model(d, self.flags.runtime)
-        return self._by_dir[d]
+        """The model of --model (or the default one), loaded on first use."""
+        if self._given is None:
+            self._given = image_codec.load_model(self.flags.model, self.flags.runtime)
+        return self._given
 
     def for_fingerprint(self, fingerprint):
         """The shipped model that encoded a file (the search, and its failure, happen once per fingerprint)."""
