@@ -3,11 +3,18 @@
 Arithmetic decoding needs the decoder to reproduce every frequency table of the encoder exactly, but the
 encoder sees the whole symbol volume at once while the decoder sees it grow. Float convolutions give
 results that depend on batch shape and kernel choice, so both sides evaluate the trained context model
-here instead: weights and activations are integers (fixed point, FRAC_BITS fractional bits) held in
-float64, where every product and every partial sum stays below 2**53 and is therefore exact in any
-summation order. A position's logits are then the same integers whether computed in one big batched
-matrix product (encoder: all positions in parallel) or in the small products of the decoder's wavefronts,
-on any BLAS. arithmetic_coding.freqs turns the integer logits into tables with integer operations only.
+here instead: weights and activations are integers (fixed point, F fractional bits) held in floats, where
+every product and every partial sum is an integer below the float's exact range (2**24 in float32, 2**53
+in float64) and therefore exact in any summation order. A position's logits are then the same integers
+whether computed in one big batched matrix product (encoder: all positions in parallel) or in the small
+products of the decoder's wavefronts, on any BLAS. arithmetic_coding.freqs turns the integer logits into
+tables with integer operations only.
+
+Two precisions, one per file format version (image_codec): version 3 uses float32 with the largest F <= 13
+for which the float32 bound still leaves the activations a clamp of at least MIN_CLAMP (F = 8 for the
+shipped models: half the bytes to move and single-precision products, about half the time); version 2 used
+float64 with F = 14 (V2_FRAC_BITS), still read. choose_frac_bits picks F from the weights alone, and the
+file records it, so encoder and decoder build the same model.
 
 Geometry. Every layer is a masked (2, 3, 3) conv: the output at (c, y, x) reads the previous layer at
 channels c-1 and c, rows y-1..y+1, columns x-1..x+1, where the current channel's slice is limited to
@@ -22,8 +29,8 @@ Evaluation. A layer's taps lie in at most 5 kernel rows (dc, dy), each of the 3 
 and those 3 positions are adjacent in memory, so every layer is one matrix product (positions, rows * 3 *
 in) @ (rows * 3 * in, out) ("im2col"), its left matrix assembled from 3-position windows of the input
 (one copy per kernel row and position; the weights of masked taps are zero and multiply finite values, so
-they add exact zeros). Weights and bias are pre-scaled by 2**-FRAC_BITS: every product and partial sum is
-then an integer below 2**52 times a power of two, still exact in any order, and floor() of the sum gives
+they add exact zeros). Weights and bias are pre-scaled by 2**-F: every product and partial sum is then an
+integer within the dtype's exact range times a power of two, still exact in any order, and floor() of the sum gives
 the next layer's integers directly. The encoder copies the windows of whole grid rows as contiguous
 slices and runs blocks of rows in a thread pool; the decoder gathers the windows of each wave's positions
 with index arrays computed once per shape and runs each wave in two parts (each part's positions depend
@@ -40,9 +47,14 @@ import numpy as np
 
 import pc_geometry
 
-FRAC_BITS = 14  # of weights and activations: 2**-14 ~ 6e-5, far below what changes a table
+V2_FRAC_BITS = 14  # format version 2: float64, weights and activations at 2**-14 ~ 6e-5
 WAVE_COEFFS = (4, 2, 1)  # T = 4c + 2y + x
-_EXACT_LIMIT = 2. ** 52  # stay below 2**53 with a margin for the bias
+_EXACT_LIMIT = 2. ** 52  # float64 (F = 14): stay below 2**53 with a margin for the bias
+_FLOAT32_LIMIT = 2. ** 24  # float32 (F < 14): every integer below 2**24 is exact
+# float32 needs a clamp of at least this (real units) at its F; the shipped models' activations reach 7-10
+# on Kodak (a clamped activation costs rate, never exactness).
+MIN_CLAMP = 12.
+MIN_FLOAT32_FRAC_BITS = 6  # below, the weights' rounding costs more rate than float32 saves time
 # Positions per block of the encoder (rounded down to whole grid rows): big enough for the thread pool's
 # overhead, small enough for a block's im2col matrix (~3 MB with 24 features) to stay near the cores.
 _ENCODER_BLOCK = 1024
@@ -54,7 +66,7 @@ _DECODER_SPLIT = 256
 # weights = (n_taps * in, out) integer-valued float64 (only for the exactness bound); rows = (n_rows, 2)
 # offsets (dc, dy) of the kernel rows holding at least one tap; row_weights = (n_rows * 3 * in, out), the
 # same integers ordered (row, dx = -1, 0, 1, in), zero at masked taps; bias = (out,) integer-valued
-# float64 at scale 2**(2 * FRAC_BITS); relu; residual = index of the layer whose output is added after
+# float64 at scale 2**(2F); relu; residual = index of the layer whose output is added after
 # this one (or None).
 Layer = namedtuple('Layer', ['taps', 'weights', 'rows', 'row_weights', 'bias', 'relu', 'residual'])
 
@@ -67,37 +79,47 @@ class FixedPointContextModel(object):
     :param biases: list of four (out,) float arrays
     :param centers: (L,) float array; symbol s enters the network as centers[s]
     :param pad_value: value of the border (centers[0] with use_centers_for_padding, else 0)
+    :param frac_bits: F, the fractional bits of weights and activations: V2_FRAC_BITS (float64, file version
+        2) or less (float32, version 3; ValueError if the float32 bound leaves a clamp below MIN_CLAMP);
+        None: choose_frac_bits
     """
 
-    def __init__(self, weights, biases, centers, pad_value, kernel_size=3):
+    def __init__(self, weights, biases, centers, pad_value, kernel_size=3, frac_bits=None):
         if kernel_size != 3:
             raise ValueError('fixed-point coding supports kernel_size 3 (the paper\'s), got {}'.format(kernel_size))
+        self._args = (weights, biases, centers, pad_value, kernel_size)
+        self._variants = {}
+        if frac_bits is None:
+            frac_bits = choose_frac_bits(weights, biases, centers, pad_value)
+        F = self.frac_bits = int(frac_bits)
         self.L = len(centers)
-        scale = 2. ** FRAC_BITS
+        scale = 2. ** F
+        self.layers = _integer_layers(weights, biases, F)
         self.center_values = np.round(np.asarray(centers, np.float64) * scale)
         self.pad_q = float(np.round(float(pad_value) * scale))
-        masks = [pc_geometry.first_mask(3)] + [pc_geometry.other_mask(3)] * 3
-        residual = {2: 0}  # res1: output of conv2 (layer 2) + output of conv0 (layer 0)
-        relu = [True, True, False, True]
-        self.layers = []
-        for i, (w, b, m) in enumerate(zip(weights, biases, masks)):
-            keep = m > 0
-            w_int = np.where(keep[..., None, None], np.round(np.asarray(w, np.float64) * scale), 0.)
-            taps = np.argwhere(keep) - np.array([1, 1, 1])  # (dc, dy, dx), dc in {-1, 0}
-            rows = np.array([(dc - 1, dy - 1) for dc in range(2) for dy in range(3) if keep[dc, dy].any()])
-            row_weights = np.concatenate([w_int[dc + 1, dy + 1].reshape(-1, w_int.shape[-1]) for dc, dy in rows])
-            b_int = np.round(np.asarray(b, np.float64) * scale * scale)
-            self.layers.append(Layer(taps, w_int[keep].reshape(-1, w_int.shape[-1]), rows, row_weights, b_int,
-                                     relu[i], residual.get(i)))
-        self.max_activation = self._check_exactness()
-        # An integer clamp: a fractional one would put non-integers into the next layer's sums, which are
-        # then no longer exact (never reached by the shipped models, whose activations stay below ~16).
-        self._lim = float(np.floor(self.max_activation * 2. ** FRAC_BITS))
+        if F == V2_FRAC_BITS:
+            self.dtype = np.dtype(np.float64)
+            self.max_activation = self._check_exactness()
+            # An integer clamp: a fractional one would put non-integers into the next layer's sums, which
+            # are then no longer exact (never reached by the shipped models, whose activations stay below ~16).
+            self._lim = float(np.floor(self.max_activation * scale))
+        elif MIN_FLOAT32_FRAC_BITS <= F < V2_FRAC_BITS:
+            self.dtype = np.dtype(np.float32)
+            self._lim = _float32_clamp(self.layers, self.center_values, self.pad_q)
+            self.max_activation = self._lim / scale
+            if self.max_activation < MIN_CLAMP:
+                raise ValueError('F = {} leaves these weights a float32 clamp of {:.3g}, below {}'.format(
+                    F, self.max_activation, MIN_CLAMP))
+        else:
+            raise ValueError('fractional bits must be in {}..{}, got {}'.format(
+                MIN_FLOAT32_FRAC_BITS, V2_FRAC_BITS, F))
+        self.center_values = self.center_values.astype(self.dtype)
         # Weights and bias pre-scaled by 2**-F, so that the products come out at the outputs' scale: every
-        # product and partial sum is an integer below 2**52 (_check_exactness) times 2**-F, exact in
-        # float64 in any order, so the sums equal the integer sums scaled by 2**-F and floor() gives the
-        # same outputs as scaling afterwards.
-        self._scaled = [(l.row_weights * 2. ** -FRAC_BITS, l.bias * 2. ** -FRAC_BITS) for l in self.layers]
+        # product and partial sum is an integer below the dtype's exact range (_check_exactness,
+        # _float32_clamp) times 2**-F, exact in any order, so the sums equal the integer sums scaled by
+        # 2**-F and floor() gives the same outputs as scaling afterwards.
+        self._scaled = [((l.row_weights * 2. ** -F).astype(self.dtype), (l.bias * 2. ** -F).astype(self.dtype))
+                        for l in self.layers]
 
     @staticmethod
     def from_session(sess, pc, centers_value, pad_value):
@@ -105,12 +127,22 @@ class FixedPointContextModel(object):
         weights, biases = weights_from_session(sess, pc)
         return FixedPointContextModel(weights, biases, centers_value, pad_value, pc.kernel_size)
 
+    def with_frac_bits(self, frac_bits):
+        """The same trained model at another F (e.g. the one a file was written with); ValueError if that F
+        cannot be exact for these weights."""
+        if frac_bits == self.frac_bits:
+            return self
+        if frac_bits not in self._variants:
+            self._variants[frac_bits] = FixedPointContextModel(*self._args, frac_bits=frac_bits)
+        return self._variants[frac_bits]
+
     def _check_exactness(self):
-        """Activations are clamped to +-max_activation (in real units); choose it so that no partial
-        sum of a layer can reach 2**52: sum_i |w_i| * |a_i| + |b| < 2**52."""
-        worst_row = max(np.abs(l.weights).sum(axis=0).max() + np.abs(l.bias).max() / 2. ** FRAC_BITS
+        """float64: activations are clamped to +-max_activation (in real units); choose it so that no
+        partial sum of a layer can reach 2**52: sum_i |w_i| * |a_i| + |b| < 2**52."""
+        F = self.frac_bits
+        worst_row = max(np.abs(l.weights).sum(axis=0).max() + np.abs(l.bias).max() / 2. ** F
                         for l in self.layers)
-        max_act = min(2. ** 20, _EXACT_LIMIT / (worst_row * 2. ** FRAC_BITS))
+        max_act = min(2. ** 20, _EXACT_LIMIT / (worst_row * 2. ** F))
         if max_act < 64:
             raise ValueError('context model weights too large for exact fixed-point evaluation')
         return max_act
@@ -128,11 +160,11 @@ class FixedPointContextModel(object):
     # Full volume (encoder) --------------------------------------------------------------------------
 
     def logits(self, symbols):
-        """Integer logits (C, h, w, L) at scale 2**FRAC_BITS of all positions, in one pass per layer.
+        """Integer logits (C, h, w, L) at scale 2**frac_bits of all positions, in one pass per layer.
 
         :param symbols: int (C, h, w)
         """
-        grid = _Grid(symbols.shape)
+        grid = _Grid(symbols.shape, self.dtype)
         return self._logits_on_grid(grid, symbols).reshape(grid.shape + (self.L,))[grid.volume_slices]
 
     def _logits_on_grid(self, grid, symbols):
@@ -171,7 +203,7 @@ class FixedPointContextModel(object):
             for r, off in enumerate(row_offsets):
                 cols[:, r] = windows[start + off:start + off + n]
             acc = out[start:start + n]
-            np.matmul(cols.view(np.float64).reshape(n, -1), self._scaled[li][0], out=acc)
+            np.matmul(cols.view(self.dtype).reshape(n, -1), self._scaled[li][0], out=acc)
             self._finish(li, acc, residual[start:start + n] if residual is not None else None)
 
         blocks = [(c, ya, min(ya + rows_per_block, y1)) for c in range(c0, c1) for ya in range(y0, y1, rows_per_block)]
@@ -192,7 +224,8 @@ class FixedPointContextModel(object):
         :return: int64 symbols (C, h, w)
         """
         shape = tuple(int(n) for n in shape)
-        grid = _Grid(shape)
+        grid = _Grid(shape, self.dtype)
+        dtype = self.dtype
         split = _DECODER_SPLIT if _DECODER_THREADS and (os.cpu_count() or 1) > 1 else None
         waves = _wave_schedule(shape, len(self.layers), split)
         srcs = [grid.input_volume(undecoded, self.center_values, self.pad_q)]
@@ -210,11 +243,11 @@ class FixedPointContextModel(object):
             acc = None
             for li, idx in part:
                 layer = self.layers[li]
-                acc = windows[li][idx[:, None] + row_offsets[li]].view(np.float64).reshape(len(idx), -1)
+                acc = windows[li][idx[:, None] + row_offsets[li]].view(dtype).reshape(len(idx), -1)
                 acc = acc @ self._scaled[li][0]
                 res = None
                 if layer.residual is not None:
-                    res = rows[layer.residual + 1][idx].view(np.float64).reshape(len(idx), -1)
+                    res = rows[layer.residual + 1][idx].view(dtype).reshape(len(idx), -1)
                 self._finish(li, acc, res)
                 if li < last:
                     rows[li + 1][idx] = acc.view(rows[li + 1].dtype).ravel()
@@ -258,7 +291,7 @@ class FixedPointContextModel(object):
 
     def logits_in_wave_order(self, symbols):
         """The encoder's view: logits (n_total, L) int64 and symbols (n_total,) in wave order."""
-        grid = _Grid(symbols.shape)
+        grid = _Grid(symbols.shape, self.dtype)
         order = wave_order(symbols.shape)
         flat = np.take(self._logits_on_grid(grid, symbols), grid.flat(*order), axis=0)  # one row gather
         return flat.astype(np.int64), symbols[order]
@@ -271,6 +304,52 @@ def weights_from_session(sess, pc):
     names = pc_geometry.res_shallow_variable_scopes()
     values = sess.run({n: (by_name[n + '/weights'], by_name[n + '/biases']) for n in names})
     return [values[n][0] for n in names], [values[n][1] for n in names]
+
+
+def choose_frac_bits(weights, biases, centers, pad_value):
+    """F for a trained model: the largest F < V2_FRAC_BITS whose float32 clamp is at least MIN_CLAMP (a
+    function of the weights only, so that it is the same on every machine), else V2_FRAC_BITS (float64)."""
+    for F in range(V2_FRAC_BITS - 1, MIN_FLOAT32_FRAC_BITS - 1, -1):
+        lim = _float32_clamp(_integer_layers(weights, biases, F), np.round(np.asarray(centers, np.float64) * 2. ** F),
+                             float(np.round(float(pad_value) * 2. ** F)))
+        if lim / 2. ** F >= MIN_CLAMP:
+            return F
+    return V2_FRAC_BITS
+
+
+def _integer_layers(weights, biases, F):
+    """Layers with the weights (masked) at scale 2**F and the biases at 2**2F, as integer-valued float64."""
+    scale = 2. ** F
+    masks = [pc_geometry.first_mask(3)] + [pc_geometry.other_mask(3)] * 3
+    residual = {2: 0}  # res1: output of conv2 (layer 2) + output of conv0 (layer 0)
+    relu = [True, True, False, True]
+    layers = []
+    for i, (w, b, m) in enumerate(zip(weights, biases, masks)):
+        keep = m > 0
+        w_int = np.where(keep[..., None, None], np.round(np.asarray(w, np.float64) * scale), 0.)
+        taps = np.argwhere(keep) - np.array([1, 1, 1])  # (dc, dy, dx), dc in {-1, 0}
+        rows = np.array([(dc - 1, dy - 1) for dc in range(2) for dy in range(3) if keep[dc, dy].any()])
+        row_weights = np.concatenate([w_int[dc + 1, dy + 1].reshape(-1, w_int.shape[-1]) for dc, dy in rows])
+        b_int = np.round(np.asarray(b, np.float64) * scale * scale)
+        layers.append(Layer(taps, w_int[keep].reshape(-1, w_int.shape[-1]), rows, row_weights, b_int,
+                            relu[i], residual.get(i)))
+    return layers
+
+
+def _float32_clamp(layers, center_values, pad_q):
+    """The largest integer clamp lim (scale 2**F) with which float32 evaluation is exact, 0 if none: for
+    every layer and output column sum_i |w_i| * lim + |b| < 2**24 (every product and partial sum, also
+    with the bias), lim + the floored sum < 2**24 (the residual's addition: lim <= 2**23 and the sum is
+    below 2**24 / 2**F), and the inputs (centers, border) within the clamp."""
+    lim = 2. ** 23
+    for l in layers:
+        col = np.abs(l.weights).sum(axis=0)
+        ok = col > 0  # an all-zero column bounds nothing
+        if ok.any():
+            lim = min(lim, float(np.min(np.floor((_FLOAT32_LIMIT - 1 - np.abs(l.bias[ok])) / col[ok]))))
+    if max(np.abs(center_values).max(), abs(pad_q)) > lim:
+        return 0.
+    return max(lim, 0.)
 
 
 def wave_order(shape):
@@ -292,12 +371,12 @@ def _wave_order(shape):
 
 
 def _void_rows(a, k):
-    """(P, f) float64 C-contiguous -> (P - k + 1,) view of opaque items of k * f floats, item q = a[q:q + k]
+    """(P, f) C-contiguous floats -> (P - k + 1,) view of opaque items of k * f floats, item q = a[q:q + k]
     flattened (overlapping for k > 1: a kernel row's three taps dx = -1, 0, 1 are adjacent positions, so
     one gathered window serves all three)."""
     f = a.shape[1]
-    return np.ndarray(buffer=a, dtype=np.dtype((np.void, 8 * k * f)), shape=(a.shape[0] - k + 1,),
-                      strides=(8 * f,))
+    return np.ndarray(buffer=a, dtype=np.dtype((np.void, a.itemsize * k * f)), shape=(a.shape[0] - k + 1,),
+                      strides=(a.itemsize * f,))
 
 
 @functools.lru_cache(maxsize=2)
@@ -359,7 +438,8 @@ class _Grid(object):
     neighbours of its kernel rows, lie inside the grid."""
     PAD = 4
 
-    def __init__(self, shape):
+    def __init__(self, shape, dtype=np.float64):
+        self.dtype = dtype
         self.C, self.h, self.w = shape
         p = self.PAD
         self.shape = (self.C + p, self.h + 2 * p, self.w + 2 * p)
@@ -369,10 +449,10 @@ class _Grid(object):
         self.t_max = WAVE_COEFFS[0] * (self.C - 1) + WAVE_COEFFS[1] * (self.h + p - 2) + (self.w + p - 2)
 
     def empty(self, features):
-        return np.zeros((int(np.prod(self.shape)), features))
+        return np.zeros((int(np.prod(self.shape)), features), self.dtype)
 
     def input_volume(self, symbols, center_values, pad_q):
-        vol = np.full(self.shape, pad_q)
+        vol = np.full(self.shape, pad_q, self.dtype)
         if symbols is not None:
             vol[self.volume_slices] = center_values[symbols]
         return vol.reshape(-1, 1)

@@ -4,14 +4,16 @@ Used by codec.py (the command line), val.py (--real_bpp) and bench/. Importing i
 TensorFlow: models are loaded by `load_model` and `find_model_for`, on ONNX Runtime when they have been
 exported for it (onnx_model.py), else on TensorFlow (inference.py).
 
-The file: a 32-byte header, then the arithmetic-coded symbol volume (symbol_coder: the fixed-point context
+The file: a 33-byte header, then the arithmetic-coded symbol volume (symbol_coder: the fixed-point context
 model's frequency tables, one block or R x C independently coded blocks). Header, little-endian:
 
-    magic 'CPMC' | version u8 | coder u8 | block rows u8 | block cols u8 | model fingerprint 8 bytes |
-    height u32 | width u32 | payload length u32 | CRC-32 u32
+    magic 'CPMC' | version u8 | coder u8 | block rows u8 | block cols u8 | context model F u8 |
+    model fingerprint 8 bytes | height u32 | width u32 | payload length u32 | CRC-32 u32
 
-Version 2 (written): the CRC-32 covers the header fields before it and the payload; version 1 (still read):
-the payload only. Every field is validated before anything is allocated (CodecError, one line).
+Version 3 (written): the context model's fractional bits F are in the header (fixed_point_pc: float32 at
+F < 14). Version 2 (still read): 32 bytes, no F field, the context model at F = 14 in float64. Since
+version 2 the CRC-32 covers the header fields before it and the payload; version 1 (still read): the
+payload only. Every field is validated before anything is allocated (CodecError, one line).
 """
 import glob
 import os
@@ -20,6 +22,7 @@ import sys
 import zlib
 
 import arithmetic_coding
+import fixed_point_pc
 import images
 import model_files
 import onnx_model
@@ -28,12 +31,13 @@ import tiling
 
 MAGIC = b'CPMC'  # Conditional Probability Models Codec
 # 1: the CRC-32 covers the payload only; 2: it covers the header (all fields before it) and the payload,
-# so that a damaged size field cannot decode to an image of the wrong size.
-VERSION = 2
-_READABLE_VERSIONS = (1, 2)
-_HEADER = struct.Struct('<4sBBBB8sIIII')  # magic, version, coder, block rows, block cols, fingerprint,
-HEADER_BYTES = _HEADER.size              # height, width, payload length, crc32
-_CRC_OFFSET = HEADER_BYTES - 4
+# so that a damaged size field cannot decode to an image of the wrong size; 3: the context model's F.
+VERSION = 3
+_HEADER_V2 = struct.Struct('<4sBBBB8sIIII')  # magic, version, coder, block rows, block cols, fingerprint,
+#                                              height, width, payload length, crc32 (versions 1 and 2)
+_HEADER_V3 = struct.Struct('<4sBBBBB8sIIII')  # ... block cols, F, fingerprint, ...
+_HEADERS = {1: _HEADER_V2, 2: _HEADER_V2, 3: _HEADER_V3}
+HEADER_BYTES = _HEADER_V3.size
 # Refused before anything is allocated: a side beyond JPEG's limit, or more pixels than any photo has.
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 29
@@ -152,29 +156,40 @@ def encode_image(model, img, coder=arithmetic_coding.DEFAULT_CODER, blocks=None,
         _check_blocks(blocks, h, w)
     plan = plan_coding(model, h, w, max_memory_mb, blocks)
     blocks = plan['blocks']
-    symbols = image_to_symbols(model, img, plan['ae_core'])
-    payload = symbol_coder.encode_blocks(symbols, model.fixed_point_pc, coder, blocks)
-    header = _HEADER.pack(MAGIC, VERSION, _CODER_IDS[coder], blocks[0], blocks[1], model.fingerprint,
-                          h, w, len(payload), 0)[:_CRC_OFFSET]
+    return encode_symbol_volume(model, image_to_symbols(model, img, plan['ae_core']), h, w, coder, blocks)
+
+
+def encode_symbol_volume(model, symbols, height, width, coder=arithmetic_coding.DEFAULT_CODER, blocks=(1, 1)):
+    """The file of an image's symbol volume int (C, h, w) (h, w = the image's size / 8, rounded up)."""
+    pc = model.fixed_point_pc
+    payload = symbol_coder.encode_blocks(symbols, pc, coder, blocks)
+    header = _HEADER_V3.pack(MAGIC, VERSION, _CODER_IDS[coder], blocks[0], blocks[1], pc.frac_bits,
+                             model.fingerprint, height, width, len(payload), 0)[:-4]
     return header + struct.pack('<I', zlib.crc32(payload, zlib.crc32(header))) + payload
 
 
 def parse_header(data):
     """:return: dict of the header fields and the payload; CodecError for anything malformed."""
-    if len(data) < HEADER_BYTES:
-        raise CodecError('Not a compressed image: {} bytes, shorter than the {}-byte header'.format(
-            len(data), HEADER_BYTES))
-    magic, version, coder_id, rows, cols, fingerprint, h, w, n, crc = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise CodecError('Not a compressed image of this codec (magic {!r}, expected {!r})'.format(magic, MAGIC))
-    if version not in _READABLE_VERSIONS:
+    if len(data) < 5:
+        raise CodecError('Not a compressed image: {} bytes, shorter than any header'.format(len(data)))
+    if data[:4] != MAGIC:
+        raise CodecError('Not a compressed image of this codec (magic {!r}, expected {!r})'.format(data[:4], MAGIC))
+    version = data[4]
+    if version not in _HEADERS:
         raise CodecError('Unsupported file version {} (this codec reads versions {})'.format(
-            version, ', '.join(map(str, _READABLE_VERSIONS))))
-    payload = data[HEADER_BYTES:]
+            version, ', '.join(map(str, sorted(_HEADERS)))))
+    header = _HEADERS[version]
+    if len(data) < header.size:
+        raise CodecError('Not a compressed image: {} bytes, shorter than the {}-byte header'.format(
+            len(data), header.size))
+    fields = list(header.unpack_from(data))
+    frac_bits = fields.pop(5) if version >= 3 else fixed_point_pc.V2_FRAC_BITS
+    _, _, coder_id, rows, cols, fingerprint, h, w, n, crc = fields
+    payload = data[header.size:]
     if len(payload) != n:
         raise CodecError('Truncated or padded file: payload has {} bytes, the header says {}'.format(
             len(payload), n))
-    covered = zlib.crc32(data[:_CRC_OFFSET]) if version >= 2 else 0
+    covered = zlib.crc32(data[:header.size - 4]) if version >= 2 else 0
     if zlib.crc32(payload, covered) != crc:
         raise CodecError('Corrupt file: checksum mismatch ({})'.format(
             'header or payload' if version >= 2 else 'payload'))
@@ -189,8 +204,11 @@ def parse_header(data):
     if not (1 <= rows <= grid[0] and 1 <= cols <= grid[1]):
         raise CodecError('Corrupt header: a {}x{} block grid does not fit the {}x{} symbol grid'.format(
             rows, cols, *grid))
-    return dict(coder=coders[coder_id], blocks=(rows, cols), fingerprint=fingerprint, height=h, width=w,
-                payload=payload)
+    if not fixed_point_pc.MIN_FLOAT32_FRAC_BITS <= frac_bits <= fixed_point_pc.V2_FRAC_BITS:
+        raise CodecError('Corrupt header: context model precision F = {} is outside {}..{}'.format(
+            frac_bits, fixed_point_pc.MIN_FLOAT32_FRAC_BITS, fixed_point_pc.V2_FRAC_BITS))
+    return dict(version=version, coder=coders[coder_id], blocks=(rows, cols), frac_bits=frac_bits,
+                fingerprint=fingerprint, height=h, width=w, payload=payload)
 
 
 def decode_symbols(model, data):
@@ -201,8 +219,11 @@ def decode_symbols(model, data):
                          .format(hdr['fingerprint'].hex(), model.log_dir, model.fingerprint.hex()))
     shape = symbol_volume_shape(model, hdr['height'], hdr['width'])
     try:
-        symbols = symbol_coder.decode_blocks(hdr['payload'], shape, model.fixed_point_pc, hdr['coder'],
-                                             hdr['blocks'])
+        pc = model.fixed_point_pc.with_frac_bits(hdr['frac_bits'])
+    except ValueError as e:
+        raise CodecError('Corrupt header or another model: {}'.format(e)) from None
+    try:
+        symbols = symbol_coder.decode_blocks(hdr['payload'], shape, pc, hdr['coder'], hdr['blocks'])
     except ValueError as e:
         raise CodecError('Corrupt bitstream: {}'.format(e)) from None
     return symbols, hdr

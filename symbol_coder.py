@@ -11,7 +11,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import arithmetic_coding
-import fixed_point_pc
 
 
 def _single_threaded_blas(fn):
@@ -28,7 +27,7 @@ def _single_threaded_blas(fn):
 def encode_symbols(symbols, model, coder='fast'):
     """:param symbols: int (C, h, w). :param model: FixedPointContextModel. :return: bytes"""
     logits, ordered = model.logits_in_wave_order(np.asarray(symbols))
-    freqs = arithmetic_coding.freqs_from_int_logits(logits, fixed_point_pc.FRAC_BITS)
+    freqs = arithmetic_coding.freqs_from_int_logits(logits, model.frac_bits)
     return arithmetic_coding.get_coder(coder).encode(ordered, freqs)
 
 
@@ -38,7 +37,7 @@ def decode_symbols(data, shape, model, coder='fast'):
     decoder = arithmetic_coding.get_coder(coder).Decoder(data)
 
     def decode_wave(logits):
-        return decoder.decode(arithmetic_coding.freqs_from_int_logits(logits, fixed_point_pc.FRAC_BITS))
+        return decoder.decode(arithmetic_coding.freqs_from_int_logits(logits, model.frac_bits))
 
     symbols = model.decode_waves(tuple(shape), decode_wave)
     if symbols.size and (symbols.min() < 0 or symbols.max() >= model.L):
@@ -49,7 +48,7 @@ def decode_symbols(data, shape, model, coder='fast'):
 def ideal_bits(symbols, model):
     """-sum log2 p of the symbols under the fixed-point model's tables (what a perfect coder would write)."""
     logits, ordered = model.logits_in_wave_order(np.asarray(symbols))
-    freqs = arithmetic_coding.freqs_from_int_logits(logits, fixed_point_pc.FRAC_BITS)
+    freqs = arithmetic_coding.freqs_from_int_logits(logits, model.frac_bits)
     p = freqs[np.arange(len(ordered)), ordered] / float(arithmetic_coding.freqs.TOTAL)
     return float(-np.log2(p).sum())
 

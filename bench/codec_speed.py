@@ -103,16 +103,18 @@ def timed_roundtrip(model, path, tmp, coder='fast', blocks=(1, 1)):
         images.save_png(os.path.join(tmp, 'x.png'), rec)
         dec_s = time.perf_counter() - t0
     h, w = img.shape[:2]
-    bits = _ideal_bits(model, model.encode_symbols(images.pad_to_multiple(img)))
+    symbols = model.encode_symbols(images.pad_to_multiple(img))
+    bits = _ideal_bits(model.fixed_point_pc, symbols)
+    bits_v2 = _ideal_bits(model.fixed_point_pc.with_frac_bits(fixed_point_pc.V2_FRAC_BITS), symbols)
     return dict(t, enc_s=enc_s, dec_s=dec_s, bytes=len(data), bpp_real=8. * len(data) / (h * w),
-                bpp_est=bits / (h * w), bits_est=bits,
+                bpp_est=bits / (h * w), bits_est=bits, bits_v2=bits_v2,
                 exact=bool(np.array_equal(symbols, model.encode_symbols(images.pad_to_multiple(img)))))
 
 
-def _ideal_bits(model, symbols):
-    """Cross-entropy of the symbols under the fixed-point context model's tables (what the coder approaches)."""
-    logits, syms = model.fixed_point_pc.logits_in_wave_order(symbols)
-    z = logits / 2. ** fixed_point_pc.FRAC_BITS
+def _ideal_bits(pc, symbols):
+    """Cross-entropy of the symbols under a fixed-point context model's logits (what the coder approaches)."""
+    logits, syms = pc.logits_in_wave_order(symbols)
+    z = logits / 2. ** pc.frac_bits
     z -= z.max(axis=1, keepdims=True)
     logp = z[np.arange(len(syms)), syms] - np.log(np.exp(z).sum(axis=1))
     return float(-logp.sum() / np.log(2))
@@ -159,6 +161,10 @@ def main():
           '{:+.3f}%, header {} bytes; exact round trips: {}/{}'.format(
               mean['enc_s'], mean['dec_s'], mean['bpp_real'], mean['bpp_est'], 100 * payload_over,
               image_codec.HEADER_BYTES, sum(r['exact'] for r in rows), len(rows)))
+    pc = model.fixed_point_pc
+    print('context model at F = {} ({}): estimate {:+.3f}% vs F = {} in float64 (file version 2)'.format(
+        pc.frac_bits, pc.dtype, 100 * (sum(r['bits_est'] for r in rows) / sum(r['bits_v2'] for r in rows) - 1),
+        fixed_point_pc.V2_FRAC_BITS))
     for side in ('enc', 'dec'):
         rest = med[side + '_s'] - med[side + '_ae_s'] - med[side + '_code_s']
         print('median {}: {:.3f} s = autoencoder {:.3f} s + symbol coding {:.3f} s + the rest (image and file '

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import codec
+import fixed_point_pc
 import image_codec
 import images
 import inference
@@ -91,7 +92,8 @@ def _encoded(model, tmp_path):
     (lambda d: b'GIF8' + d[4:], 'Not a compressed image'),
     (lambda d: d[:4] + bytes([99]) + d[5:], 'version'),
     (lambda d: d[:-1] + bytes([d[-1] ^ 0x55]), 'checksum'),
-    (lambda d: d[:16] + bytes([d[16] ^ 1]) + d[17:], 'checksum'),  # height: covered by the checksum
+    (lambda d: d[:17] + bytes([d[17] ^ 1]) + d[18:], 'checksum'),  # height: covered by the checksum
+    (lambda d: d[:8] + bytes([d[8] ^ 1]) + d[9:], 'checksum'),  # the context model's F, too
 ])
 def test_bad_files_are_rejected(model, tmp_path, mutate, message):
     data = mutate(_encoded(model, tmp_path))
@@ -163,25 +165,60 @@ def test_every_damaged_file_fails_cleanly_or_decodes_exactly(model):
     assert refused == len(damaged)  # with the CRC over header and payload, every single-bit flip is caught
 
 
-def test_huge_size_is_refused_before_allocating(model):
+_V3 = '<4sBBBBB8sIIII'
+_V2 = '<4sBBBB8sIIII'  # versions 1 and 2: no F field
+
+
+def _legacy_file(model, monkeypatch, version, **fields):
+    """A file as versions 1 and 2 wrote them: the context model at F = 14 (float64), the 32-byte header
+    without F, the CRC over the payload (1) or header and payload (2); fields by name replace header fields."""
+    with monkeypatch.context() as m:
+        m.setattr(model, 'fixed_point_pc', model.fixed_point_pc.with_frac_bits(fixed_point_pc.V2_FRAC_BITS))
+        data = _encoded(model, None)
+    names = ['magic', 'version', 'coder', 'rows', 'cols', 'frac_bits', 'fingerprint', 'height', 'width', 'n', 'crc']
+    f = dict(zip(names, struct.unpack_from(_V3, data)), version=version, **fields)
+    assert f.pop('frac_bits') == fixed_point_pc.V2_FRAC_BITS
+    payload = data[struct.calcsize(_V3):]
+    head = struct.pack(_V2, *[f[k] for k in names if k != 'frac_bits'])[:-4]
+    crc = zlib.crc32(payload, zlib.crc32(head) if version >= 2 else 0)
+    return head + struct.pack('<I', crc) + payload
+
+
+def test_huge_size_is_refused_before_allocating(model, monkeypatch):
     """A version-1 file (CRC over the payload only) whose height says 2**31: refused from the header,
     not 'Unable to allocate'."""
-    data = _encoded(model, None)
-    fields = list(struct.unpack_from('<4sBBBB8sIIII', data))
-    fields[1], fields[6] = 1, 1 << 31
-    fields[9] = zlib.crc32(data[image_codec.HEADER_BYTES:])
-    v1 = struct.pack('<4sBBBB8sIIII', *fields) + data[image_codec.HEADER_BYTES:]
+    v1 = _legacy_file(model, monkeypatch, 1, height=1 << 31)
     with pytest.raises(image_codec.CodecError, match='image size'):
         image_codec.decode_image(model, v1)
 
 
-def test_version_1_files_still_decode(model):
-    """Files written before the header was covered by the checksum decode as before."""
+@pytest.mark.parametrize('version', [1, 2])
+def test_version_1_and_2_files_still_decode(model, monkeypatch, version):
+    """Files written before the header held F (version 2, F = 14 in float64) or was covered by the
+    checksum (version 1) decode to the same image as today's version 3 file (F = 8 in float32): the
+    symbols are the same, only their coding differs."""
+    old = _legacy_file(model, monkeypatch, version)
     data = _encoded(model, None)
-    fields = list(struct.unpack_from('<4sBBBB8sIIII', data))
-    fields[1], fields[9] = 1, zlib.crc32(data[image_codec.HEADER_BYTES:])
-    v1 = struct.pack('<4sBBBB8sIIII', *fields) + data[image_codec.HEADER_BYTES:]
-    np.testing.assert_array_equal(image_codec.decode_image(model, v1), _reference_output(model, data))
+    assert data[4] == 3 and data[8] < fixed_point_pc.V2_FRAC_BITS and old[32:] != data[33:]
+    np.testing.assert_array_equal(image_codec.decode_image(model, old), _reference_output(model, data))
+
+
+def _with_frac_bits(data, frac_bits):
+    """A version-3 file with another F and a valid checksum."""
+    f = list(struct.unpack_from(_V3, data))
+    f[5] = frac_bits
+    payload = data[struct.calcsize(_V3):]
+    head = struct.pack(_V3, *f)[:-4]
+    return head + struct.pack('<I', zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def test_a_precision_the_model_cannot_have_is_refused(model):
+    data = _encoded(model, None)
+    F = data[8]
+    with pytest.raises(image_codec.CodecError, match='precision F = 3 is outside'):
+        image_codec.decode_image(model, _with_frac_bits(data, 3))
+    with pytest.raises(image_codec.CodecError, match='another model: F = {}'.format(F + 1)):
+        image_codec.decode_image(model, _with_frac_bits(data, F + 1))  # F is the largest exact one
 
 
 def test_blocks_larger_than_the_symbol_grid_are_refused(model):
@@ -209,14 +246,16 @@ GOLDEN_FILES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden_
 
 
 def test_golden_files_decode_identically_on_this_machine():
-    """Files encoded by the shipped cpu@med model (fast coder, Python coder, 2x2 blocks) decode to the
-    recorded symbols on any machine: the file format and the fixed-point context model are exact. The
+    """Files encoded by the shipped cpu@med model (fast coder, Python coder, 2x2 blocks; file versions 2 and
+    3, i.e. the context model in float64 at F = 14 and in float32 at F = 8) decode to the recorded symbols
+    on any machine: the file format and the fixed-point context model are exact. The
     pixels come from TensorFlow's float decoder, whose last bit depends on the CPU's kernels, so they are
     compared with the recorded PNG to within one grey level on 99.9 % of the values (bit-identical here)."""
     import hashlib
     import json
     with open(os.path.join(GOLDEN_FILES, 'decoded_sha256.json')) as f:
         golden = json.load(f)
+    assert {w['version'] for w in golden['files'].values()} == {2, 3}
     m = inference.Model(os.path.join(os.path.dirname(GOLDEN_FILES), '..', 'ckpts', golden['model']))
     try:
         for name, want in sorted(golden['files'].items()):
@@ -228,7 +267,8 @@ def test_golden_files_decode_identically_on_this_machine():
                 want['sha256_of_decoded_symbols_int64'], name
             out = image_codec.decode_image(m, data)
             assert out.shape == (want['height'], want['width'], 3)
-            recorded = np.asarray(Image.open(os.path.join(GOLDEN_FILES, name[:-4] + '.png')))
+            assert hdr['version'] == want['version'], name
+            recorded = np.asarray(Image.open(os.path.join(GOLDEN_FILES, want['png'])))
             diff = np.abs(out.astype(int) - recorded)
             assert diff.max() <= 1 and np.mean(diff > 0) <= 1e-3, name
     finally:

@@ -45,12 +45,15 @@ def models():
     sess.close()
 
 
-def test_fixed_point_matches_float_model(models):
+@pytest.mark.parametrize('frac_bits, atol', [(fixed_point_pc.V2_FRAC_BITS, 2e-3), (None, 0.1)])
+def test_fixed_point_matches_float_model(models, frac_bits, atol):
+    """Within the rounding of weights and activations to 2**-F (F = 8 for the chosen float32 model)."""
     fp, tf_logits = models
+    fp = fp.with_frac_bits(frac_bits or fp.frac_bits)
     sym = _random_symbols((6, 7, 9), 1)
-    got = fp.logits(sym) / 2. ** fixed_point_pc.FRAC_BITS
+    got = fp.logits(sym) / 2. ** fp.frac_bits
     assert got.shape == (6, 7, 9, len(CENTERS))
-    np.testing.assert_allclose(got, tf_logits(sym), atol=2e-3)
+    np.testing.assert_allclose(got, tf_logits(sym), atol=atol)
 
 
 @pytest.mark.parametrize('seed', range(4))
@@ -122,8 +125,39 @@ def _numpy_weights(seed=1234, k=8):
     return ws, bs
 
 
-def _numpy_model(seed=1234, k=8):
-    return fixed_point_pc.FixedPointContextModel(*_numpy_weights(seed, k), CENTERS, CENTERS[0])
+def _numpy_model(seed=1234, k=8, frac_bits=None):
+    return fixed_point_pc.FixedPointContextModel(*_numpy_weights(seed, k), CENTERS, CENTERS[0], frac_bits=frac_bits)
+
+
+def _integer_reference_logits(fp, symbols):
+    """The fixed-point model's definition in int64 arithmetic, one tap at a time: each layer's output at
+    scale 2**F is floor((sum w * a + b) / 2**F), then the residual, relu and the clamp. Independent of the
+    float evaluation, so any rounding there (float32 beyond 2**24, a wrong bound) shows up."""
+    F, lim, P = fp.frac_bits, int(fp._lim), fixed_point_pc._Grid.PAD
+    C, h, w = symbols.shape
+    src = np.full((C + P, h + 2 * P, w + 2 * P, 1), int(fp.pad_q), np.int64)
+    src[P:, P:P + h, P:P + w, 0] = fp.center_values.astype(np.int64)[symbols]
+    outputs = []
+    for li, layer in enumerate(fp.layers):
+        m = P - 1 - li  # the box of layer li starts m positions before the volume, as in _Grid.box
+        n_in = src.shape[-1]
+        wt = layer.weights.astype(np.int64).reshape(len(layer.taps), n_in, -1)
+        out = np.zeros((C + m, h + 2 * m, w + 2 * m, wt.shape[-1]), np.int64)
+        for (dc, dy, dx), wk in zip(layer.taps, wt):
+            c0, y0, x0 = P - m + dc, P - m + dy, P - m + dx  # src index of the box's first position, shifted
+            out += src[c0:c0 + C + m, y0:y0 + h + 2 * m, x0:x0 + w + 2 * m] @ wk
+        out = (out + layer.bias.astype(np.int64)) >> F  # floor division by 2**F
+        if layer.residual is not None:
+            r = outputs[layer.residual]
+            k = li - layer.residual
+            out += r[k:, k:r.shape[1] - k, k:r.shape[2] - k]
+        out = np.clip(out, 0 if layer.relu else -lim, lim)
+        outputs.append(out)
+        # the next layer's box is one position smaller on each side: src keeps this layer's full box and
+        # an origin of P - m, so re-pad it into the grid frame
+        src = np.zeros((C + P, h + 2 * P, w + 2 * P, out.shape[-1]), np.int64)
+        src[P - m:, P - m:P + h + m, P - m:P + w + m] = out
+    return outputs[-1]
 
 
 def _uniform_symbols(shape, seed, L=6):
@@ -146,22 +180,52 @@ PINNED_SHIPPED_MED = ('f167a7fb33b6f4ef', 'ebeb7fbc10e66406')  # shape (32, 5, 7
 
 @pytest.mark.parametrize('shape', sorted(PINNED_RANDOM_MODEL))
 def test_logits_and_tables_pinned(shape):
-    fp = _numpy_model()
+    """Format version 2 (F = 14, float64): files written before still decode."""
+    fp = _numpy_model(frac_bits=fixed_point_pc.V2_FRAC_BITS)
     logits = fp.logits(_uniform_symbols(shape, 5)).astype(np.int64)
-    freqs = arithmetic_coding.freqs_from_int_logits(logits, fixed_point_pc.FRAC_BITS)
+    freqs = arithmetic_coding.freqs_from_int_logits(logits, fp.frac_bits)
     assert (_digest(logits), _digest(freqs)) == PINNED_RANDOM_MODEL[shape]
 
 
+@pytest.mark.parametrize('frac_bits', [None, fixed_point_pc.V2_FRAC_BITS])
+@pytest.mark.parametrize('shape', [(1, 1, 1), (3, 2, 5), (6, 7, 9), (2, 9, 4)])
+def test_logits_equal_the_integer_definition(shape, frac_bits):
+    """Both precisions (float32 at the chosen F, float64 at F = 14) give exactly the integers of the
+    definition, with weights scaled up so that activations reach the clamp."""
+    ws, bs = _numpy_weights(seed=3)
+    for scale in (1., 4.):
+        fp = fixed_point_pc.FixedPointContextModel([w * scale for w in ws], bs, CENTERS, CENTERS[0],
+                                                   frac_bits=frac_bits)
+        sym = _uniform_symbols(shape, 6)
+        want = _integer_reference_logits(fp, sym)
+        np.testing.assert_array_equal(fp.logits(sym).astype(np.int64), want)
+    assert fp.dtype == (np.float64 if frac_bits else np.float32)
+
+
+def test_float32_precision_is_chosen_from_the_weights():
+    """The shipped-like model gets a float32 F with a clamp of at least MIN_CLAMP; weights too large for
+    any float32 F fall back to the float64 F = 14 of format version 2; an F that cannot be exact is refused."""
+    ws, bs = _numpy_weights()
+    fp = fixed_point_pc.FixedPointContextModel(ws, bs, CENTERS, CENTERS[0])
+    assert fixed_point_pc.MIN_FLOAT32_FRAC_BITS <= fp.frac_bits < fixed_point_pc.V2_FRAC_BITS
+    assert fp.dtype == np.float32 and fp.max_activation >= fixed_point_pc.MIN_CLAMP
+    with pytest.raises(ValueError, match='float32 clamp'):
+        fp.with_frac_bits(fp.frac_bits + 1)  # the largest F was chosen: one more leaves too small a clamp
+    big = fixed_point_pc.FixedPointContextModel([w * 2. ** 8 for w in ws], bs, CENTERS, CENTERS[0])
+    assert big.frac_bits == fixed_point_pc.V2_FRAC_BITS and big.dtype == np.float64
+
+
+@pytest.mark.parametrize('frac_bits', [None, fixed_point_pc.V2_FRAC_BITS])
 @pytest.mark.parametrize('split', [None, 1, 40])
 @pytest.mark.parametrize('shape', [(1, 1, 1), (1, 4, 9), (6, 1, 5), (5, 7, 1), (2, 9, 4), (7, 3, 11), (3, 17, 13)])
-def test_decoder_waves_reproduce_encoder_logits(monkeypatch, shape, split):
+def test_decoder_waves_reproduce_encoder_logits(monkeypatch, shape, split, frac_bits):
     """Encoder (all positions, row blocks) and decoder (wavefronts, in one part or cut in two parts run in
     two threads) give identical integer logits, with garbage in the undecoded positions; small encoder
     blocks make the encoder's thread pool and block edges matter too."""
     monkeypatch.setattr(fixed_point_pc, '_DECODER_THREADS', split is not None)
     monkeypatch.setattr(fixed_point_pc, '_DECODER_SPLIT', split or 1)
     monkeypatch.setattr(fixed_point_pc, '_ENCODER_BLOCK', 16)
-    fp = _numpy_model()
+    fp = _numpy_model(frac_bits=frac_bits)
     sym = _uniform_symbols(shape, 11)
     enc_logits, ordered = fp.logits_in_wave_order(sym)
     decode_fn, got = _replaying_decoder(ordered)
@@ -230,8 +294,10 @@ def shipped_med():
 
 
 def test_shipped_model_logits_pinned(shipped_med):
-    logits = shipped_med.fixed_point_pc.logits(_uniform_symbols((32, 5, 7), 7)).astype(np.int64)
-    freqs = arithmetic_coding.freqs_from_int_logits(logits, fixed_point_pc.FRAC_BITS)
+    """At format version 2's F = 14 (the version-3 files are pinned by the golden files)."""
+    fp = shipped_med.fixed_point_pc.with_frac_bits(fixed_point_pc.V2_FRAC_BITS)
+    logits = fp.logits(_uniform_symbols((32, 5, 7), 7)).astype(np.int64)
+    freqs = arithmetic_coding.freqs_from_int_logits(logits, fp.frac_bits)
     assert (_digest(logits), _digest(freqs)) == PINNED_SHIPPED_MED
 
 
@@ -248,11 +314,12 @@ def test_clamped_activations_stay_integers_and_exact():
     encoder and decoder still agree."""
     ws, bs = _numpy_weights(seed=5)
     big = fixed_point_pc.FixedPointContextModel([w * 2. ** 12 for w in ws], bs, CENTERS, CENTERS[0])
+    assert big.frac_bits == fixed_point_pc.V2_FRAC_BITS  # too large for float32
     assert big.max_activation < 2. ** 20  # the exactness bound, not the default, sets the clamp
     sym = _uniform_symbols((3, 8, 9), 4)
     logits = big.logits(sym)
     assert np.all(logits == np.floor(logits))
-    assert np.any(logits == big.max_activation * 2. ** fixed_point_pc.FRAC_BITS // 1)  # clamped somewhere
+    assert np.any(logits == big.max_activation * 2. ** big.frac_bits // 1)  # clamped somewhere
     enc_logits, ordered = big.logits_in_wave_order(sym)
     decode_fn, got = _replaying_decoder(ordered)
     big.decode_waves(sym.shape, decode_fn)

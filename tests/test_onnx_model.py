@@ -102,7 +102,7 @@ def test_golden_files_decode_on_onnx_runtime():
         assert hashlib.sha256(np.ascontiguousarray(symbols, np.int64).tobytes()).hexdigest() == \
             want['sha256_of_decoded_symbols_int64'], name
         diff = np.abs(image_codec.decode_image(m, data).astype(int) -
-                      np.asarray(Image.open(os.path.join(golden_dir, name[:-4] + '.png'))))
+                      np.asarray(Image.open(os.path.join(golden_dir, want['png']))))
         assert diff.max() <= 1 and np.mean(diff > 0) <= 1e-3, name
 
 
