@@ -1,0 +1,128 @@
+"""What the recipes share: train.py phases on a CPU-time budget that survive interruptions, evaluation of a
+checkpoint with val.py on the held-out photos, WebP measured once on them, and locks for concurrent runs.
+
+Every phase is a train.py run with --max_cpu_hours (train.py stops with a checkpoint once the process has
+used that much CPU time, so other load on the machine does not change how much a phase trains) whose
+output goes to a phase log; a phase whose log says it is done is not run again, one that was interrupted
+(e.g. SIGTERM at the end of a session) continues from its last checkpoint with the rest of its budget.
+"""
+import csv
+import fcntl
+import glob
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import logdir_helpers  # noqa: E402
+import model_files  # noqa: E402
+import rd_curves  # noqa: E402
+
+HELDOUT_NAME = 'heldout'
+_DONE = 'Used --max_cpu_hours'  # train.py's last line when the budget is used
+
+
+def run(cmd, log_path):
+    print('$ ' + ' '.join(_quote(c) for c in cmd), flush=True)
+    with open(log_path, 'a') as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        sys.exit('Error: the command failed (exit {}), see {}'.format(proc.returncode, log_path))
+
+
+def _quote(s):
+    return "'{}'".format(s) if re.search(r'[\s*?,]', s) else s
+
+
+def log_dirs_in(log_path):
+    if not os.path.exists(log_path):
+        return []
+    with open(log_path) as f:
+        return re.findall(r'^Log dir: (.*)$', f.read(), flags=re.M)
+
+
+def used_cpu_hours(log_text):
+    """CPU hours of the train.py runs in a phase's log: the last `CPU x h` of each run (each starts with its
+    `Log dir:` line)."""
+    last = [re.findall(r'CPU ([0-9.]+) h\)', run) for run in re.split(r'^Log dir: ', log_text, flags=re.M)[1:]]
+    return sum(float(m[-1]) for m in last if m)
+
+
+def phase_done(log_path):
+    """Whether a phase log says its budget is used."""
+    if not os.path.exists(log_path):
+        return False
+    with open(log_path) as f:
+        return _DONE in f.read()
+
+
+def train_phase(log_path, cmd, hours, restore=None, label=None):
+    """Runs the train.py command `cmd` (a list, without --restore and --max_cpu_hours) for `hours` CPU hours,
+    starting from the log dir `restore` (or from scratch), unless the phase log says it is done; continues
+    an interrupted phase. Returns the phase's log dir."""
+    dirs = log_dirs_in(log_path)
+    label = label or os.path.basename(log_path)
+    if dirs and phase_done(log_path):
+        return dirs[-1]
+    cmd = list(cmd)
+    if dirs and model_files.all_ckpt_steps(model_files.ckpt_dir_of(dirs[-1])):
+        used = used_cpu_hours(open(log_path).read())
+        print('{}: interrupted after {:.2f} of {:.2f} CPU hours; continuing'.format(label, used, hours), flush=True)
+        cmd += ['--restore', dirs[-1], '--restore_continue']
+        hours = max(0.01, hours - used)
+    elif restore:
+        cmd += ['--restore', restore]
+    run(cmd + ['--max_cpu_hours', str(hours)], log_path)
+    return log_dirs_in(log_path)[-1]
+
+
+def evaluate(log_dir, out_root, heldout_glob, log_path, ckpt_step=-1):
+    """Mean bpp / MS-SSIM / PSNR of a log dir's last checkpoint (ckpt_step as val.py's) on the held-out photos,
+    and the MS-SSIM distance to WebP there (d_webp); val.py runs once, its measures are reused."""
+    job_id = logdir_helpers.log_date_from_log_dir(log_dir)
+    out_dir = os.path.join(out_root, '{} {}'.format(job_id, HELDOUT_NAME))
+    measures = os.path.join(out_dir, rd_curves.MEASURES_FILE)
+    codecs = codecs_root(out_root, heldout_glob)
+    if not os.path.exists(measures):
+        run([sys.executable, 'val.py', out_root, job_id, os.path.join(heldout_dir(out_root, heldout_glob), '*'),
+             '--ckpt_step', str(ckpt_step), '--other_codecs_root', codecs], log_path)
+    with open(measures) as f:
+        rows = list(csv.DictReader(f))
+    point = {k: sum(float(r[k]) for r in rows) / len(rows) for k in ('bpp', 'ms-ssim', 'psnr')}
+    with open(log_path) as f:
+        m = re.findall(r'Distance to webp: ([-+]?\d+\.\d+) ms-ssim', f.read())
+    point['d_webp'] = float(m[-1]) if m else float('nan')
+    return point
+
+
+def heldout_dir(out_root, heldout_glob):
+    """The held-out photos as links in one folder, whose name val.py and other_codecs.py give their outputs."""
+    d = os.path.join(out_root, HELDOUT_NAME)
+    if not os.path.isdir(d):
+        os.makedirs(d)
+        for f in sorted(glob.glob(heldout_glob)):
+            os.symlink(os.path.abspath(f), os.path.join(d, os.path.basename(f)))
+    return d
+
+
+def codecs_root(out_root, heldout_glob):
+    """Where WebP's curve on the held-out photos is (measured with other_codecs.py the first time)."""
+    root = os.path.join(out_root, 'other_codecs')
+    if not glob.glob(os.path.join(root, 'webp_' + HELDOUT_NAME, '*_out.csv')):
+        run([sys.executable, 'other_codecs.py', heldout_dir(out_root, heldout_glob), '--codecs', 'webp',
+             '--out', root, '--dataset', HELDOUT_NAME], os.path.join(out_root, 'other_codecs.log'))
+    return root
+
+
+def lock(out_root, name):
+    """An exclusive lock on `name` (several recipe processes may run at once), or None if another process
+    holds it. Held until the process ends."""
+    f = open(os.path.join(out_root, name + '.lock'), 'w')
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""The recipe of the shipped models: `med` from scratch, `low` and `high` branched from it, every phase on a
+CPU-time budget, every choice made on held-out training-set photos (never Kodak).
+
+    python recipes/shipped_models.py --train 'DATA/train/bsds500_t*,DATA/train/imagenet_*' \\
+        --heldout 'DATA/train/bsds500_val_*' --out logs_cpu/shipped [--only med] [--scale 1.0]
+
+Architecture: ae_configs/cpu2/base (n = 64, B = 2, crop 128, batch 8: the winner of recipes/pilots.py) with
+pc_configs/cpu2/res_shallow, both networks at a fixed learning rate of 1e-4. PHASES below, in order; each is
+a train.py run with --max_cpu_hours (recipe_helpers.train_phase: it survives interruptions, e.g. a SIGTERM
+at the end of a working session, and continues with the rest of its budget when the recipe is run again):
+
+1. med, MSE: MS-SSIM on RGB learns structure long before colour; a short MSE phase teaches the colour.
+2. med, MS-SSIM (the paper's loss) at H_target 2*0.68: the paper's model B rate at C = 32.
+3. low and high, MS-SSIM, each from med's last checkpoint with its own H_target (2*0.37, 2*1.05).
+4. each model, MS-SSIM at learning rate 1e-5 for both networks.
+
+Then every model's last checkpoint is measured by val.py on the held-out photos (bpp, MS-SSIM, PSNR,
+distance to WebP there) and printed. Several recipe processes may run at once (each locks the models it
+trains): e.g. `--only low` and `--only high` side by side once med is done. --scale multiplies every budget
+(e.g. 0.01 for a smoke run).
+"""
+import argparse
+import os
+import sys
+
+import recipe_helpers
+
+AE_CONFIG = 'ae_configs/cpu2/{}'
+PC_CONFIG = 'pc_configs/cpu2/res_shallow'
+# (model, phase, autoencoder config overrides, CPU hours, (model, phase) to start from or None)
+PHASES = [
+    ('med', 'mse', ['distortion_to_minimize=mse'], 0.5, None),
+    ('med', 'ms_ssim', [], 8.0, ('med', 'mse')),
+    ('low', 'ms_ssim', [], 3.0, ('med', 'ms_ssim')),
+    ('high', 'ms_ssim', [], 3.0, ('med', 'ms_ssim')),
+    ('med', 'final', ['lr_initial=1e-5'], 0.3, ('med', 'ms_ssim')),
+    ('low', 'final', ['lr_initial=1e-5'], 0.3, ('low', 'ms_ssim')),
+    ('high', 'final', ['lr_initial=1e-5'], 0.3, ('high', 'ms_ssim')),
+]
+PC_OVERRIDES = {'final': ['lr_initial=1e-5']}
+MODELS = ('low', 'med', 'high')
+
+
+def phase_command(flags, model, phase, overrides):
+    """The train.py command of one phase (without --restore and --max_cpu_hours)."""
+    cmd = [sys.executable, 'train.py', AE_CONFIG.format(model), PC_CONFIG,
+           '-dtrain', flags.train, '-dtest', flags.heldout, '-o', flags.out,
+           '-ltest', '500', '-lsave', '500', '-dcodec', recipe_helpers.HELDOUT_NAME,
+           '--other_codecs_root', recipe_helpers.codecs_root(flags.out, flags.heldout)]
+    for o in overrides:
+        cmd += ['-co', o]
+    for o in PC_OVERRIDES.get(phase, []):
+        cmd += ['-pco', o]
+    return cmd
+
+
+def _log_path(flags, model, phase):
+    return os.path.join(flags.out, '{}.{}.log'.format(model, phase))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--train', required=True, help='training images (globs, comma-separated)')
+    p.add_argument('--heldout', required=True, help='held-out photos (a glob): test batch and comparison')
+    p.add_argument('--out', default='logs_cpu/shipped', help='log dir root. Default: %(default)s')
+    p.add_argument('--only', default=None, help='comma-separated models to train (low, med, high)')
+    p.add_argument('--scale', type=float, default=1.0, help='multiplies every CPU-hour budget. Default: 1')
+    flags = p.parse_args()
+    os.makedirs(flags.out, exist_ok=True)
+    wanted = flags.only.split(',') if flags.only else list(MODELS)
+    unknown = sorted(set(wanted) - set(MODELS))
+    if unknown:
+        sys.exit('Error: unknown model(s) {}; choose from {}'.format(', '.join(unknown), ', '.join(MODELS)))
+    locks = {}
+    for model in wanted:
+        locks[model] = recipe_helpers.lock(flags.out, model)
+        if locks[model] is None:
+            sys.exit('Error: another recipe process is training {} (its lock is held)'.format(model))
+    done = {}
+    for model, phase, overrides, hours, start in PHASES:
+        if model not in wanted:
+            continue
+        restore = None
+        if start is not None:
+            dirs = recipe_helpers.log_dirs_in(_log_path(flags, *start))
+            if not dirs or (start not in done and not recipe_helpers.phase_done(_log_path(flags, *start))):
+                sys.exit('Error: {} {} starts from {} {}, which has not finished; run it first (--only {})'.format(
+                    model, phase, start[0], start[1], start[0]))
+            restore = dirs[-1]
+        cmd = phase_command(flags, model, phase, overrides)
+        done[model, phase] = recipe_helpers.train_phase(_log_path(flags, model, phase), cmd, hours * flags.scale,
+                                                        restore, label='{} {}'.format(model, phase))
+    print('\n{:6s} {:>7s} {:>8s} {:>7s} {:>11s}  {}'.format('model', 'bpp', 'MS-SSIM', 'PSNR', 'vs WebP', 'log dir'))
+    for model in wanted:
+        log_dir = done[model, 'final']
+        r = recipe_helpers.evaluate(log_dir, flags.out, flags.heldout, os.path.join(flags.out, model + '.val.log'))
+        print('{:6s} {:7.4f} {:8.4f} {:7.2f} {:+11.4f}  {}'.format(model, r['bpp'], r['ms-ssim'], r['psnr'],
+                                                                 r['d_webp'], log_dir))
+
+
+if __name__ == '__main__':
+    main()
