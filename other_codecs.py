@@ -93,8 +93,8 @@ def _jpeg444(rgb, q):
     return _pil_roundtrip(rgb, format='JPEG', quality=int(q), subsampling=0)
 
 
-def _webp(rgb, q):
-    return _pil_roundtrip(rgb, format='WEBP', quality=int(q), method=6, lossless=False)
+def _webp(rgb, q, method=6):
+    return _pil_roundtrip(rgb, format='WEBP', quality=int(q), method=int(method), lossless=False)
 
 
 def _jpeg2000(rgb, ratio):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TF_FREE = ('arithmetic_coding', 'fixed_point_pc', 'symbol_coder', 'image_codec', 'codec', 'file_helpers', 'model_files',
+TF_FREE = ('arithmetic_coding', 'colour_compare', 'fixed_point_pc', 'symbol_coder', 'image_codec', 'codec', 'file_helpers', 'model_files',
            'onnx_model')
 
 
