@@ -73,7 +73,10 @@ def symbol_volume_shape(model, height, width):
 DEFAULT_MAX_MEMORY_MB = 2000
 # The autoencoder's peak memory for a tile, per pixel and per filter n of the model, is the model's
 # (encoder, decoder) attribute AE_BYTES_PER_PIXEL_PER_FILTER: it depends on the runtime.
-_PC_BYTES_PER_POSITION = 1300         # fixed-point context model, per symbol (c, y, x) of a block
+# fixed-point context model, per symbol (c, y, x) of a block being encoded: 1300 with the float64 model of
+# file version 2; float32 (version 3) needs 0.69x of float64's (peak RSS of a 32x192x256 volume: 516 vs
+# 749 bytes per position in the coder alone; the rest is the worker process and the block's tables)
+_PC_BYTES_PER_POSITION = 900
 _AE_CORES = (4096, 3072, 2048, 1536, 1024, 768, 512, 256)  # pixels, largest first
 
 

@@ -415,3 +415,28 @@ def test_blocks_argument(capsys):
     with pytest.raises(SystemExit) as e:
         codec.main(['encode', 'x.png', '-o', 'x.cpm', '--blocks', '3'])
     assert e.value.code == 2 and "--blocks: takes RxC" in capsys.readouterr().err
+
+
+class _FakeModel(object):
+    """What plan_coding reads of a model."""
+    class ae_config(object):
+        num_chan_bn = 32
+        arch_param_n = 48
+    AE_BYTES_PER_PIXEL_PER_FILTER = (1.5, 5.0)
+
+
+def test_memory_plan_keeps_the_context_model_within_the_budget(monkeypatch):
+    """The blocks coded at once (one per worker) fit the budget left after the model and the image; a big
+    budget gives one block (the whole-image codec); a budget below the image itself is a clear error."""
+    monkeypatch.setattr(image_codec, '_rss_mb', lambda: 300.)
+    h, w = 4000, 6000
+    C, sh, sw = image_codec.symbol_volume_shape(_FakeModel, h, w)
+    for budget in (600, 1000, 2000, 8000):
+        plan = image_codec.plan_coding(_FakeModel, h, w, budget)
+        rows, cols = plan['blocks']
+        block_positions = C * -(-sh // rows) * -(-sw // cols)
+        free = budget - 300. - 6. * h * w / 2. ** 20
+        assert block_positions * image_codec._PC_BYTES_PER_POSITION * image_codec._workers() <= free * 2. ** 20 * 1.1
+    assert image_codec.plan_coding(_FakeModel, 512, 768, 2000)['blocks'] == (1, 1)
+    with pytest.raises(image_codec.CodecError, match='too small'):
+        image_codec.plan_coding(_FakeModel, h, w, 400)
