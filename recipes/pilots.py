@@ -70,9 +70,10 @@ def main():
         results[name] = recipe_helpers.evaluate(final_dir, flags.out, flags.heldout, val_log), final_dir
     print('\n{:28s} {:>7s} {:>8s} {:>7s} {:>11s}  {}'.format('candidate', 'bpp', 'MS-SSIM', 'PSNR',
                                                              'vs WebP', 'log dir'))
-    for name, (r, d) in sorted(results.items(), key=lambda kv: -kv[1][0]['d_webp']):
+    nan = float('nan')
+    for name, (r, d) in sorted(results.items(), key=lambda kv: -(kv[1][0]['d_webp'] or -1.)):
         print('{:28s} {:7.4f} {:8.4f} {:7.2f} {:+11.4f}  {}'.format(name, r['bpp'], r['ms-ssim'], r['psnr'],
-                                                                   r['d_webp'], d))
+                                                                   nan if r['d_webp'] is None else r['d_webp'], d))
 
 
 if __name__ == '__main__':

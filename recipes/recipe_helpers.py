@@ -6,7 +6,6 @@ used that much CPU time, so other load on the machine does not change how much a
 output goes to a phase log; a phase whose log says it is done is not run again, one that was interrupted
 (e.g. SIGTERM at the end of a session) continues from its last checkpoint with the rest of its budget.
 """
-import csv
 import fcntl
 import glob
 import os
@@ -80,20 +79,52 @@ def train_phase(log_path, cmd, hours, restore=None, label=None):
 
 def evaluate(log_dir, out_root, heldout_glob, log_path, ckpt_step=-1):
     """Mean bpp / MS-SSIM / PSNR of a log dir's last checkpoint (ckpt_step as val.py's) on the held-out photos,
-    and the MS-SSIM distance to WebP there (d_webp); val.py runs once, its measures are reused."""
-    job_id = logdir_helpers.log_date_from_log_dir(log_dir)
-    out_dir = os.path.join(out_root, '{} {}'.format(job_id, HELDOUT_NAME))
-    measures = os.path.join(out_dir, rd_curves.MEASURES_FILE)
-    codecs = codecs_root(out_root, heldout_glob)
-    if not os.path.exists(measures):
-        run([sys.executable, 'val.py', out_root, job_id, os.path.join(heldout_dir(out_root, heldout_glob), '*'),
-             '--ckpt_step', str(ckpt_step), '--other_codecs_root', codecs], log_path)
-    with open(measures) as f:
-        rows = list(csv.DictReader(f))
-    point = {k: sum(float(r[k]) for r in rows) / len(rows) for k in ('bpp', 'ms-ssim', 'psnr')}
-    with open(log_path) as f:
-        m = re.findall(r'Distance to webp: ([-+]?\d+\.\d+) ms-ssim', f.read())
-    point['d_webp'] = float(m[-1]) if m else float('nan')
+    and the MS-SSIM distance to WebP's curve there at that bpp (d_webp, None outside the curve); val.py runs
+    once, its measures are reused."""
+    out_dir = _measures_dir(out_root, log_dir)
+    if not os.path.exists(os.path.join(out_dir, rd_curves.MEASURES_FILE)):
+        run([sys.executable, 'val.py', out_root, logdir_helpers.log_date_from_log_dir(log_dir),
+             os.path.join(heldout_dir(out_root, heldout_glob), '*'), '--ckpt_step', str(ckpt_step),
+             '--other_codecs_root', codecs_root(out_root, heldout_glob)], log_path)
+    return _point(os.path.join(out_dir, rd_curves.MEASURES_FILE), _webp_curve(out_root, heldout_glob))
+
+
+def choose_checkpoint(log_dir, out_root, heldout_glob, log_path):
+    """The checkpoint of log_dir furthest above WebP in MS-SSIM on the held-out photos at its own mean bpp:
+    val.py measures every checkpoint once (--ckpt_step 1). Returns (step, point) with point as evaluate's;
+    checkpoints whose bpp lies outside WebP's curve are not chosen."""
+    evaluate(log_dir, out_root, heldout_glob, log_path, ckpt_step=1)
+    out_dir = _measures_dir(out_root, log_dir)
+    webp = _webp_curve(out_root, heldout_glob)
+    latest = max(model_files.all_ckpt_steps(model_files.ckpt_dir_of(log_dir)))
+    best = None
+    for name in sorted(os.listdir(out_dir)):
+        m = re.fullmatch(r'measures(?:-(\d+))?\.csv', name)
+        if not m:
+            continue
+        point = _point(os.path.join(out_dir, name), webp)
+        step = int(m.group(1)) if m.group(1) else latest
+        if point['d_webp'] is not None and (best is None or point['d_webp'] > best[1]['d_webp']):
+            best = (step, point)
+    if best is None:
+        raise ValueError('no checkpoint of {} has a mean bpp within WebP\'s curve on the held-out photos'.format(
+            log_dir))
+    return best
+
+
+def _measures_dir(out_root, log_dir):
+    return rd_curves.measures_dir(out_root, logdir_helpers.log_date_from_log_dir(log_dir), HELDOUT_NAME)
+
+
+def _webp_curve(out_root, heldout_glob):
+    return rd_curves.CodecDistance.from_codec_dir(
+        rd_curves.codec_dir(codecs_root(out_root, heldout_glob), 'webp', HELDOUT_NAME), 'ms-ssim')
+
+
+def _point(measures_path, webp):
+    measures = rd_curves.Measures(measures_path)
+    point = {k: measures.mean(k) for k in ('bpp', 'ms-ssim', 'psnr')}
+    point['d_webp'] = webp.distance(point['bpp'], point['ms-ssim'])
     return point
 
 

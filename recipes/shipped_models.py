@@ -15,8 +15,10 @@ at the end of a working session, and continues with the rest of its budget when 
 3. low and high, MS-SSIM, each from med's last checkpoint with its own H_target (2*0.37, 2*1.05).
 4. each model, MS-SSIM at learning rate 1e-5 for both networks.
 
-Then every model's last checkpoint is measured by val.py on the held-out photos (bpp, MS-SSIM, PSNR,
-distance to WebP there) and printed. Several recipe processes may run at once (each locks the models it
+Then every checkpoint of each model's last phase is measured by val.py on the held-out photos, and the one
+with the largest MS-SSIM distance to WebP's curve there (at its own mean bpp) is chosen and printed; with
+--export DIR it is exported (export_model.py: inference variables and the ONNX export). Kodak is not used:
+measure the exported models on it once, at the end (README). Several recipe processes may run at once (each locks the models it
 trains): e.g. `--only low` and `--only high` side by side once med is done. --scale multiplies every budget
 (e.g. 0.01 for a smoke run).
 """
@@ -66,6 +68,8 @@ def main():
     p.add_argument('--out', default='logs_cpu/shipped', help='log dir root. Default: %(default)s')
     p.add_argument('--only', default=None, help='comma-separated models to train (low, med, high)')
     p.add_argument('--scale', type=float, default=1.0, help='multiplies every CPU-hour budget. Default: 1')
+    p.add_argument('--export', default=None, metavar='DIR',
+                   help='export each model\'s chosen checkpoint into DIR (export_model.py), e.g. ckpts')
     flags = p.parse_args()
     os.makedirs(flags.out, exist_ok=True)
     wanted = flags.only.split(',') if flags.only else list(MODELS)
@@ -91,12 +95,20 @@ def main():
         cmd = phase_command(flags, model, phase, overrides)
         done[model, phase] = recipe_helpers.train_phase(_log_path(flags, model, phase), cmd, hours * flags.scale,
                                                         restore, label='{} {}'.format(model, phase))
-    print('\n{:6s} {:>7s} {:>8s} {:>7s} {:>11s}  {}'.format('model', 'bpp', 'MS-SSIM', 'PSNR', 'vs WebP', 'log dir'))
+    print('\n{:6s} {:>7s} {:>7s} {:>8s} {:>7s} {:>11s}  {}'.format('model', 'step', 'bpp', 'MS-SSIM', 'PSNR',
+                                                                  'vs WebP', 'log dir'))
+    chosen = {}
     for model in wanted:
         log_dir = done[model, 'final']
-        r = recipe_helpers.evaluate(log_dir, flags.out, flags.heldout, os.path.join(flags.out, model + '.val.log'))
-        print('{:6s} {:7.4f} {:8.4f} {:7.2f} {:+11.4f}  {}'.format(model, r['bpp'], r['ms-ssim'], r['psnr'],
-                                                                 r['d_webp'], log_dir))
+        step, r = recipe_helpers.choose_checkpoint(log_dir, flags.out, flags.heldout,
+                                                   os.path.join(flags.out, model + '.val.log'))
+        chosen[model] = log_dir, step
+        print('{:6s} {:7d} {:7.4f} {:8.4f} {:7.2f} {:+11.4f}  {}'.format(model, step, r['bpp'], r['ms-ssim'], r['psnr'],
+                                                                       r['d_webp'], log_dir))
+    if flags.export:
+        for model, (log_dir, step) in sorted(chosen.items()):
+            recipe_helpers.run([sys.executable, 'export_model.py', log_dir, flags.export, '--ckpt_step', str(step)],
+                               os.path.join(flags.out, model + '.export.log'))
 
 
 if __name__ == '__main__':

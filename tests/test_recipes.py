@@ -2,6 +2,8 @@
 import os
 import sys
 
+import pytest
+
 from helpers import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, 'recipes'))
@@ -18,3 +20,40 @@ def test_used_cpu_hours_sums_the_last_figure_of_each_run():
     # a run that was stopped before its first log line counts nothing
     assert recipe_helpers.used_cpu_hours(log + '$ python train.py ...\nLog dir: logs/0101_1200 x\n') == 0.375
     assert recipe_helpers.used_cpu_hours('') == 0
+
+
+def _write_csv(path, header, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(','.join(header) + '\n')
+        for r in rows:
+            f.write(','.join(str(v) for v in r) + '\n')
+
+
+def test_the_checkpoint_furthest_above_webp_is_chosen(tmp_path):
+    """Three checkpoints measured on the held-out photos (no val.py run: their measures exist): the one whose
+    mean MS-SSIM lies furthest above WebP's curve at its own bpp wins, even though another has the higher
+    MS-SSIM (at a higher rate) and the latest is the default; one outside WebP's bpp range is not chosen."""
+    out = str(tmp_path)
+    log_dir = os.path.join(out, '0101_1200 cpu2@med cpu2@res_shallow')
+    os.makedirs(os.path.join(log_dir, 'ckpts'))
+    for step in (500, 1000, 1500, 2000):
+        open(os.path.join(log_dir, 'ckpts', 'ckpt-{}.index'.format(step)), 'w').close()
+    held = os.path.join(out, recipe_helpers.HELDOUT_NAME)
+    os.makedirs(held)  # the held-out links exist: no glob is needed
+    names = ['a.png', 'b.png']
+    # WebP: MS-SSIM = 0.8 + 0.2 * bpp on both images, from 0.1 to 1.4 bpp
+    for n in names:
+        _write_csv(os.path.join(out, 'other_codecs', 'webp_heldout', n[:-4] + '_out.csv'),
+                   ('q', 'bpp', 'ssim', 'msssim', 'psnr'),
+                   [(q, 0.1 * q, 0.9, 0.8 + 0.02 * q, 30) for q in range(1, 15)])
+    measures = {'measures-500.csv': (0.5, 0.905),   # 0.005 above WebP
+                'measures-1000.csv': (0.8, 0.975),  # 0.015 above: the best
+                'measures-1500.csv': (1.6, 0.990),  # beyond WebP's curve
+                'measures.csv': (1.0, 0.990)}       # 2000, the latest: 0.010 above
+    for name, (bpp, msssim) in measures.items():
+        _write_csv(os.path.join(out, '0101_1200 heldout', name), ('img_name', 'bpp', 'ms-ssim', 'psnr'),
+                   [(n, bpp, msssim, 25.) for n in names])
+    step, point = recipe_helpers.choose_checkpoint(log_dir, out, 'unused', os.path.join(out, 'val.log'))
+    assert step == 1000
+    assert point['d_webp'] == pytest.approx(0.015) and point['bpp'] == pytest.approx(0.8)
