@@ -338,10 +338,10 @@ def _train(flags, stop, dist=None):
                 saver.save(sess, itr)
                 last_saved = itr
             if stopping:
-                print('{}: saved checkpoint at step {} in {}'.format(
+                print('{}: saved checkpoint at step {} in {} (CPU {:.3f} h)'.format(
                     'Got signal {}'.format(stop.signal) if stop.signal else
                     'Used --max_cpu_hours {:g}'.format(flags.max_cpu_hours) if out_of_time else
-                    'Another worker got SIGINT/SIGTERM', itr, saver.ckpt_dir))
+                    'Another worker got SIGINT/SIGTERM', itr, saver.ckpt_dir, _cpu_hours()))
                 break
             if done:
                 print('Reached --max_steps {}: saved checkpoint in {}'.format(flags.max_steps, saver.ckpt_dir))

@@ -21,6 +21,7 @@ import rd_curves  # noqa: E402
 
 HELDOUT_NAME = 'heldout'
 _DONE = 'Used --max_cpu_hours'  # train.py's last line when the budget is used
+_SLACK_HOURS = 0.05
 
 
 def run(cmd, log_path):
@@ -49,12 +50,18 @@ def used_cpu_hours(log_text):
     return sum(float(m[-1]) for m in last if m)
 
 
-def phase_done(log_path):
-    """Whether a phase log says its budget is used."""
+def phase_done(log_path, hours=None):
+    """Whether a phase's last run stopped because its budget was used and, given the phase's budget `hours`,
+    the runs used all of it (a budget raised later continues the phase)."""
     if not os.path.exists(log_path):
         return False
     with open(log_path) as f:
-        return _DONE in f.read()
+        text = f.read()
+    runs = re.split(r'^Log dir: ', text, flags=re.M)
+    if len(runs) < 2 or _DONE not in runs[-1]:
+        return False
+    # the stop line carries the exact CPU time (older logs only the last periodic figure: some slack)
+    return hours is None or used_cpu_hours(text) >= hours - _SLACK_HOURS
 
 
 def train_phase(log_path, cmd, hours, restore=None, label=None):
@@ -63,7 +70,7 @@ def train_phase(log_path, cmd, hours, restore=None, label=None):
     an interrupted phase. Returns the phase's log dir."""
     dirs = log_dirs_in(log_path)
     label = label or os.path.basename(log_path)
-    if dirs and phase_done(log_path):
+    if dirs and phase_done(log_path, hours):
         return dirs[-1]
     cmd = list(cmd)
     if dirs and model_files.all_ckpt_steps(model_files.ckpt_dir_of(dirs[-1])):

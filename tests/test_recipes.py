@@ -57,3 +57,20 @@ def test_the_checkpoint_furthest_above_webp_is_chosen(tmp_path):
     step, point = recipe_helpers.choose_checkpoint(log_dir, out, 'unused', os.path.join(out, 'val.log'))
     assert step == 1000
     assert point['d_webp'] == pytest.approx(0.015) and point['bpp'] == pytest.approx(0.8)
+
+
+def test_a_phase_is_done_when_its_last_run_used_the_whole_budget(tmp_path):
+    log = tmp_path / 'med.ms_ssim.log'
+    assert not recipe_helpers.phase_done(str(log))
+    run1 = ('Log dir: logs/0101_1200 x\n100: loss=1.0, ms_ssim=0.5, bpp=1.0, H_real=2.0 (img/s: 5.0, CPU 0.100 h) '
+            '0101_1200\nGot signal 15: saved checkpoint at step 150 in d (CPU 0.150 h)\n')
+    log.write_text(run1)
+    assert not recipe_helpers.phase_done(str(log), 0.5)  # interrupted, not done
+    run2 = 'Log dir: logs/0101_1200 x\nUsed --max_cpu_hours 0.35: saved checkpoint at step 500 in d (CPU 0.350 h)\n'
+    log.write_text(run1 + run2)
+    assert recipe_helpers.phase_done(str(log), 0.5) and recipe_helpers.phase_done(str(log))
+    # the recipe's budget was raised afterwards: the phase goes on
+    assert not recipe_helpers.phase_done(str(log), 1.0)
+    # a later run that was interrupted again is not done, whatever the budget
+    log.write_text(run1 + run2 + run1)
+    assert not recipe_helpers.phase_done(str(log), 0.1)
