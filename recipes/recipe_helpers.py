@@ -90,20 +90,28 @@ def evaluate(log_dir, out_root, heldout_glob, log_path, ckpt_step=-1):
     once, its measures are reused."""
     out_dir = _measures_dir(out_root, log_dir)
     if not os.path.exists(os.path.join(out_dir, rd_curves.MEASURES_FILE)):
-        run([sys.executable, 'val.py', out_root, logdir_helpers.log_date_from_log_dir(log_dir),
-             os.path.join(heldout_dir(out_root, heldout_glob), '*'), '--ckpt_step', str(ckpt_step),
-             '--other_codecs_root', codecs_root(out_root, heldout_glob)], log_path)
+        _val(log_dir, out_root, heldout_glob, log_path, ckpt_step)
     return _point(os.path.join(out_dir, rd_curves.MEASURES_FILE), _webp_curve(out_root, heldout_glob))
+
+
+def _val(log_dir, out_root, heldout_glob, log_path, ckpt_step):
+    """val.py on the held-out photos (it skips the checkpoints it measured before)."""
+    run([sys.executable, 'val.py', out_root, logdir_helpers.log_date_from_log_dir(log_dir),
+         os.path.join(heldout_dir(out_root, heldout_glob), '*'), '--ckpt_step', str(ckpt_step),
+         '--other_codecs_root', codecs_root(out_root, heldout_glob)], log_path)
 
 
 def choose_checkpoint(log_dir, out_root, heldout_glob, log_path):
     """The checkpoint of log_dir furthest above WebP in MS-SSIM on the held-out photos at its own mean bpp:
     val.py measures every checkpoint once (--ckpt_step 1). Returns (step, point) with point as evaluate's;
     checkpoints whose bpp lies outside WebP's curve are not chosen."""
-    evaluate(log_dir, out_root, heldout_glob, log_path, ckpt_step=1)
     out_dir = _measures_dir(out_root, log_dir)
+    steps = model_files.all_ckpt_steps(model_files.ckpt_dir_of(log_dir))
+    latest = max(steps)
+    files = [rd_curves.MEASURES_FILE if s == latest else rd_curves.older_measures_file(s) for s in steps]
+    if not all(os.path.exists(os.path.join(out_dir, f)) for f in files):
+        _val(log_dir, out_root, heldout_glob, log_path, ckpt_step=1)
     webp = _webp_curve(out_root, heldout_glob)
-    latest = max(model_files.all_ckpt_steps(model_files.ckpt_dir_of(log_dir)))
     best = None
     for name in sorted(os.listdir(out_dir)):
         m = re.fullmatch(r'measures(?:-(\d+))?\.csv', name)

@@ -30,7 +30,7 @@ def _write_csv(path, header, rows):
             f.write(','.join(str(v) for v in r) + '\n')
 
 
-def test_the_checkpoint_furthest_above_webp_is_chosen(tmp_path):
+def test_the_checkpoint_furthest_above_webp_is_chosen(tmp_path, monkeypatch):
     """Three checkpoints measured on the held-out photos (no val.py run: their measures exist): the one whose
     mean MS-SSIM lies furthest above WebP's curve at its own bpp wins, even though another has the higher
     MS-SSIM (at a higher rate) and the latest is the default; one outside WebP's bpp range is not chosen."""
@@ -54,7 +54,17 @@ def test_the_checkpoint_furthest_above_webp_is_chosen(tmp_path):
     for name, (bpp, msssim) in measures.items():
         _write_csv(os.path.join(out, '0101_1200 heldout', name), ('img_name', 'bpp', 'ms-ssim', 'psnr'),
                    [(n, bpp, msssim, 25.) for n in names])
+    # step 1500 has not been measured yet: val.py runs once, on every checkpoint (it skips measured ones)
+    missing = os.path.join(out, '0101_1200 heldout', 'measures-1500.csv')
+    os.rename(missing, missing + '.later')
+    calls = []
+
+    def fake_run(cmd, log_path):
+        calls.append(cmd)
+        os.rename(missing + '.later', missing)
+    monkeypatch.setattr(recipe_helpers, 'run', fake_run)
     step, point = recipe_helpers.choose_checkpoint(log_dir, out, 'unused', os.path.join(out, 'val.log'))
+    assert len(calls) == 1 and calls[0][1] == 'val.py' and calls[0][5:7] == ['--ckpt_step', '1']
     assert step == 1000
     assert point['d_webp'] == pytest.approx(0.015) and point['bpp'] == pytest.approx(0.8)
 
