@@ -10,6 +10,7 @@ import fcntl
 import glob
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -25,11 +26,28 @@ _SLACK_HOURS = 0.05
 
 
 def run(cmd, log_path):
+    """Runs cmd with its output appended to log_path. SIGTERM or SIGINT to the recipe is passed on to the
+    command (train.py then saves a checkpoint) and the recipe stops after it, instead of going on to the next
+    phase: run the recipe again to continue."""
     print('$ ' + ' '.join(_quote(c) for c in cmd), flush=True)
+    stopped = []
     with open(log_path, 'a') as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        sys.exit('Error: the command failed (exit {}), see {}'.format(proc.returncode, log_path))
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+        def pass_on(signum, frame):
+            stopped.append(signum)
+            proc.send_signal(signum)
+        previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            returncode = proc.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if stopped:
+        sys.exit('Stopped by signal {} (the command saved its state, see {}); run the recipe again to '
+                 'continue'.format(stopped[0], log_path))
+    if returncode != 0:
+        sys.exit('Error: the command failed (exit {}), see {}'.format(returncode, log_path))
 
 
 def _quote(s):

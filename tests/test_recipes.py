@@ -84,3 +84,26 @@ def test_a_phase_is_done_when_its_last_run_used_the_whole_budget(tmp_path):
     # a later run that was interrupted again is not done, whatever the budget
     log.write_text(run1 + run2 + run1)
     assert not recipe_helpers.phase_done(str(log), 0.1)
+
+
+def test_sigterm_to_a_recipe_stops_it_after_the_command(tmp_path):
+    """The recipe passes SIGTERM on to its train.py (which saves a checkpoint) and stops instead of going on
+    to the next phase."""
+    import signal
+    import subprocess
+    import time
+    code = ('import sys; sys.path.insert(0, {!r}); import recipe_helpers\n'
+            'recipe_helpers.run([sys.executable, "-c", "import signal, sys, time\\n'
+            'signal.signal(signal.SIGTERM, lambda *a: (print(\\"child saved\\", flush=True), sys.exit(0)))\\n'
+            'print(\\"child up\\", flush=True)\\ntime.sleep(60)"], {!r})\n'
+            'print("next phase")\n').format(os.path.join(ROOT, 'recipes'), str(tmp_path / 'phase.log'))
+    proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(200):
+        if (tmp_path / 'phase.log').exists() and 'child up' in (tmp_path / 'phase.log').read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert 'next phase' not in out
+    assert proc.returncode == 1 and 'run the recipe again to continue' in err
+    assert 'child saved' in (tmp_path / 'phase.log').read_text()
