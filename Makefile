@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 .PHONY: test test-slow demo bench clean-venv
 
 # the shipped models (ckpts/<job id> cpu@{low,med,high} ...); plotter.py gives --ids to them by increasing bpp
-SHIPPED_IDS = $(shell cd ckpts 2>/dev/null && ls -d *' cpu@'* | cut -c1-9 | paste -sd, -)
+SHIPPED_IDS = $(shell cd ckpts 2>/dev/null && ls -d *' cpu'*'@'* | cut -c1-9 | paste -sd, -)
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)

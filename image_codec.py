@@ -46,8 +46,8 @@ SHIPPED_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ckpts
 
 
 def default_model_dir():
-    """The shipped middle-rate model (ckpts/<job id> cpu@med ...)."""
-    matches = sorted(glob.glob(os.path.join(glob.escape(SHIPPED_MODELS), '* cpu@med *')))
+    """The shipped middle-rate model (ckpts/<job id> cpu@med ... or cpu2@med ...; the latest job id)."""
+    matches = sorted(glob.glob(os.path.join(glob.escape(SHIPPED_MODELS), '* cpu*@med *')))
     return matches[-1] if matches else os.path.join(SHIPPED_MODELS, '<no shipped cpu@med model>')
 
 
