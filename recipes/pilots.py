@@ -16,7 +16,6 @@ done (budget used) is not trained again, and several pilots.py may run at once (
 """
 import argparse
 import os
-import sys
 
 import recipe_helpers
 
@@ -34,14 +33,8 @@ MSE_FRACTION = 0.25  # of the budget spent on the MSE phase
 
 def _train_phase(name, phase, flags, hours, overrides, restore):
     """One phase of a candidate (recipe_helpers.train_phase). Returns its log dir."""
-    cmd = [sys.executable, 'train.py', 'ae_configs/cpu/base', 'pc_configs/cpu/res_shallow',
-           '-dtrain', flags.train, '-dtest', flags.heldout, '-o', flags.out,
-           '-ltest', '500', '-lsave', '500', '-dcodec', recipe_helpers.HELDOUT_NAME,
-           '--other_codecs_root', recipe_helpers.codecs_root(flags.out, flags.heldout)]
-    for o in COMMON + CANDIDATES[name] + overrides:
-        cmd += ['-co', o]
-    for o in PC_COMMON:
-        cmd += ['-pco', o]
+    cmd = recipe_helpers.train_command('ae_configs/cpu/base', 'pc_configs/cpu/res_shallow', flags.train, flags.out,
+                                       flags.heldout, COMMON + CANDIDATES[name] + overrides, PC_COMMON)
     log_path = os.path.join(flags.out, '{}.{}.log'.format(name, phase))
     return recipe_helpers.train_phase(log_path, cmd, hours, restore, label='{} {}'.format(name, phase))
 

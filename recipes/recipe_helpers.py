@@ -61,10 +61,14 @@ def log_dirs_in(log_path):
         return re.findall(r'^Log dir: (.*)$', f.read(), flags=re.M)
 
 
+def _runs(log_text):
+    """The output of each train.py run in a phase's log (each starts with its `Log dir:` line)."""
+    return re.split(r'^Log dir: ', log_text, flags=re.M)[1:]
+
+
 def used_cpu_hours(log_text):
-    """CPU hours of the train.py runs in a phase's log: the last `CPU x h` of each run (each starts with its
-    `Log dir:` line)."""
-    last = [re.findall(r'CPU ([0-9.]+) h\)', run) for run in re.split(r'^Log dir: ', log_text, flags=re.M)[1:]]
+    """CPU hours of the train.py runs in a phase's log: the last `CPU x h` of each run."""
+    last = [re.findall(r'CPU ([0-9.]+) h\)', run) for run in _runs(log_text)]
     return sum(float(m[-1]) for m in last if m)
 
 
@@ -75,11 +79,24 @@ def phase_done(log_path, hours=None):
         return False
     with open(log_path) as f:
         text = f.read()
-    runs = re.split(r'^Log dir: ', text, flags=re.M)
-    if len(runs) < 2 or _DONE not in runs[-1]:
+    runs = _runs(text)
+    if not runs or _DONE not in runs[-1]:
         return False
     # the stop line carries the exact CPU time (older logs only the last periodic figure: some slack)
     return hours is None or used_cpu_hours(text) >= hours - _SLACK_HOURS
+
+
+def train_command(ae_config, pc_config, train_glob, out_root, heldout_glob, ae_overrides=(), pc_overrides=()):
+    """The train.py command of a recipe phase (without --restore and --max_cpu_hours): the held-out photos as
+    test set, a test and a checkpoint every 500 steps, the distance to WebP logged, config overrides."""
+    cmd = [sys.executable, 'train.py', ae_config, pc_config, '-dtrain', train_glob, '-dtest', heldout_glob,
+           '-o', out_root, '-ltest', '500', '-lsave', '500', '-dcodec', HELDOUT_NAME,
+           '--other_codecs_root', codecs_root(out_root, heldout_glob)]
+    for o in ae_overrides:
+        cmd += ['-co', o]
+    for o in pc_overrides:
+        cmd += ['-pco', o]
+    return cmd
 
 
 def train_phase(log_path, cmd, hours, restore=None, label=None):

@@ -44,19 +44,6 @@ PC_OVERRIDES = {'final': ['lr_initial=1e-5']}
 MODELS = ('low', 'med', 'high')
 
 
-def phase_command(flags, model, phase, overrides):
-    """The train.py command of one phase (without --restore and --max_cpu_hours)."""
-    cmd = [sys.executable, 'train.py', AE_CONFIG.format(model), PC_CONFIG,
-           '-dtrain', flags.train, '-dtest', flags.heldout, '-o', flags.out,
-           '-ltest', '500', '-lsave', '500', '-dcodec', recipe_helpers.HELDOUT_NAME,
-           '--other_codecs_root', recipe_helpers.codecs_root(flags.out, flags.heldout)]
-    for o in overrides:
-        cmd += ['-co', o]
-    for o in PC_OVERRIDES.get(phase, []):
-        cmd += ['-pco', o]
-    return cmd
-
-
 def _log_path(flags, model, phase):
     return os.path.join(flags.out, '{}.{}.log'.format(model, phase))
 
@@ -92,7 +79,8 @@ def main():
                 sys.exit('Error: {} {} starts from {} {}, which has not finished; run it first (--only {})'.format(
                     model, phase, start[0], start[1], start[0]))
             restore = dirs[-1]
-        cmd = phase_command(flags, model, phase, overrides)
+        cmd = recipe_helpers.train_command(AE_CONFIG.format(model), PC_CONFIG, flags.train, flags.out, flags.heldout,
+                                           overrides, PC_OVERRIDES.get(phase, []))
         done[model, phase] = recipe_helpers.train_phase(_log_path(flags, model, phase), cmd, hours * flags.scale,
                                                         restore, label='{} {}'.format(model, phase))
     print('\n{:6s} {:>7s} {:>7s} {:>8s} {:>7s} {:>11s}  {}'.format('model', 'step', 'bpp', 'MS-SSIM', 'PSNR',
