@@ -97,11 +97,6 @@ def bpp_of(num_bytes, shape):
 # WebP at a rate ----------------------------------------------------------------------------------------
 
 
-def encode_webp(rgb, quality, method=DEFAULT_WEBP_METHOD):
-    """(compressed bytes, decoded uint8 H x W x 3) of uint8 H x W x 3 at an integer quality 0..100."""
-    return other_codecs._webp(rgb, quality, method)
-
-
 def webp_at_rate(rgb, target_bpp, method=DEFAULT_WEBP_METHOD):
     """WebP of uint8 H x W x 3 at the highest quality whose bpp is not above target_bpp -> WebPAtRate.
 
@@ -115,7 +110,7 @@ def webp_at_rate(rgb, target_bpp, method=DEFAULT_WEBP_METHOD):
 
     def at(q):
         if q not in cache:
-            data, decoded = encode_webp(rgb, q, method)
+            data, decoded = other_codecs._webp(rgb, q, method)  # the RD curves' WebP
             cache[q] = WebPAtRate(q, bpp_of(len(data), rgb.shape), decoded, False)
         return cache[q]
 
