@@ -1,7 +1,8 @@
 """Writes a trained model for ONNX Runtime (onnx_model.py), so that codec.py runs without TensorFlow.
 
-    <model dir>/onnx/encoder.onnx        uint8 image H x W x 3 (multiples of 8) -> int64 symbols 1 x C x H/8 x W/8
-    <model dir>/onnx/decoder.onnx        float32 centers[symbols] 1 x C x h x w -> float32 image 1 x 8h x 8w x 3
+    <model dir>/onnx/encoder.onnx.gz     uint8 image H x W x 3 (multiples of 8) -> int64 symbols 1 x C x H/8 x W/8
+    <model dir>/onnx/decoder.onnx.gz     float32 centers[symbols] 1 x C x h x w -> float32 image 1 x 8h x 8w x 3
+                                         (both gzip-compressed, format 2; format 1 stored them as they are)
     <model dir>/onnx/context_model.npz   the context model's weights and biases, the centers and the padding
                                          value, as stored in the checkpoint (fixed_point_pc.py makes its
                                          integer tables from them, as from the TensorFlow session)
@@ -12,6 +13,7 @@ The two networks are the inference graph of model_graph.py (batch-norm moving av
 the quantizer's argmin), frozen with the checkpoint's values and converted by tf2onnx, dynamic in height and
 width. Needs TensorFlow, tf2onnx and onnx; running the result needs only onnxruntime.
 """
+import gzip
 import hashlib
 import io
 import json
@@ -22,7 +24,8 @@ import numpy as np
 import file_helpers
 import fixed_point_pc
 import model_files
-from onnx_model import CONTEXT_MODEL_FILE, DECODER_FILE, ENCODER_FILE, FORMAT_VERSION, MANIFEST_FILE, ONNX_DIR
+from onnx_model import (CONTEXT_MODEL_FILE, DECODER_FILE, ENCODER_FILE, FORMAT_VERSION, GZ_SUFFIX, MANIFEST_FILE,
+                        ONNX_DIR)
 from tf_helpers import tf
 
 OPSET = 17  # supported by every onnxruntime since 1.14
@@ -63,8 +66,9 @@ def export(model, model_dir=None):
     g = model.g
     npz = io.BytesIO()
     np.savez(npz, **_context_model_arrays(model))
-    files = {ENCODER_FILE: _to_onnx(model, g.x, g.symbols),
-             DECODER_FILE: _to_onnx(model, g.q_in, g.x_from_q),
+    # mtime=0: the same model gives the same bytes
+    files = {ENCODER_FILE + GZ_SUFFIX: gzip.compress(_to_onnx(model, g.x, g.symbols), 9, mtime=0),
+             DECODER_FILE + GZ_SUFFIX: gzip.compress(_to_onnx(model, g.q_in, g.x_from_q), 9, mtime=0),
              CONTEXT_MODEL_FILE: npz.getvalue()}
     for name, data in files.items():
         file_helpers.atomic_write_bytes(os.path.join(out_dir, name), data)
@@ -81,4 +85,7 @@ def export(model, model_dir=None):
     # written last: a manifest means a complete export
     file_helpers.atomic_write_bytes(os.path.join(out_dir, MANIFEST_FILE),
                                     (json.dumps(manifest, indent=1, sort_keys=True) + '\n').encode())
+    for stale in (ENCODER_FILE, DECODER_FILE):  # an earlier export of format 1
+        if os.path.exists(os.path.join(out_dir, stale)):
+            os.remove(os.path.join(out_dir, stale))
     return out_dir

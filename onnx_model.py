@@ -9,10 +9,12 @@ reconstruction is within one grey level of TensorFlow's.
 
 Importing this module does not import onnxruntime: OnnxModel does, when a model is loaded.
 """
+import gzip
 import hashlib
 import io
 import json
 import os
+import zlib
 
 import numpy as np
 
@@ -24,7 +26,12 @@ ENCODER_FILE = 'encoder.onnx'
 DECODER_FILE = 'decoder.onnx'
 CONTEXT_MODEL_FILE = 'context_model.npz'
 MANIFEST_FILE = 'manifest.json'
-FORMAT_VERSION = 1
+# 1: the files as they are; 2 (written): the two networks gzip-compressed (`<name>.gz`, 8 % smaller: the
+# shipped models' exports have to fit in ckpts/ next to their checkpoints). The manifest lists the files
+# as stored; the reader decompresses what ends in .gz.
+FORMAT_VERSION = 2
+READ_FORMATS = (1, 2)
+GZ_SUFFIX = '.gz'
 
 
 class NotExported(Exception):
@@ -44,9 +51,9 @@ def read_manifest(log_dir):
     try:
         with open(path) as f:
             manifest = json.load(f)
-        if manifest.get('format') != FORMAT_VERSION:
-            raise NotExported('ONNX export of format {!r}, this code reads {}'.format(manifest.get('format'),
-                                                                                   FORMAT_VERSION))
+        if manifest.get('format') not in READ_FORMATS:
+            raise NotExported('ONNX export of format {!r}, this code reads {}'.format(
+                manifest.get('format'), ' and '.join(map(str, READ_FORMATS))))
         bytes.fromhex(manifest['fingerprint'])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise NotExported('unreadable {}: {}'.format(path, e)) from None
@@ -93,6 +100,14 @@ class OnnxModel(object):
             if hashlib.sha256(blobs[name]).hexdigest() != digest:
                 raise NotExported('{} does not match its checksum in the manifest (damaged or replaced)'.format(
                     os.path.join(d, name)))
+            if name.endswith(GZ_SUFFIX):
+                try:
+                    blobs[name[:-len(GZ_SUFFIX)]] = gzip.decompress(blobs.pop(name))
+                except (OSError, EOFError, zlib.error) as e:
+                    raise NotExported('cannot decompress {}: {}'.format(os.path.join(d, name), e)) from None
+        missing = [n for n in (ENCODER_FILE, DECODER_FILE, CONTEXT_MODEL_FILE) if n not in blobs]
+        if missing:
+            raise NotExported('the ONNX export lacks {}'.format(', '.join(missing)))
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: its warnings about unused initializers are not for users
         try:

@@ -99,10 +99,11 @@ def train_command(ae_config, pc_config, train_glob, out_root, heldout_glob, ae_o
     return cmd
 
 
-def train_phase(log_path, cmd, hours, restore=None, label=None):
+def train_phase(log_path, cmd, hours, restore=None, label=None, restore_skip=''):
     """Runs the train.py command `cmd` (a list, without --restore and --max_cpu_hours) for `hours` CPU hours,
-    starting from the log dir `restore` (or from scratch), unless the phase log says it is done; continues
-    an interrupted phase. Returns the phase's log dir."""
+    starting from the log dir `restore` (or from scratch; restore_skip: train.py's --restore_skip_vars, the
+    variables that are initialized instead, e.g. where the shapes differ), unless the phase log says it is
+    done; continues an interrupted phase. Returns the phase's log dir."""
     dirs = log_dirs_in(log_path)
     label = label or os.path.basename(log_path)
     if dirs and phase_done(log_path, hours):
@@ -114,7 +115,7 @@ def train_phase(log_path, cmd, hours, restore=None, label=None):
         cmd += ['--restore', dirs[-1], '--restore_continue']
         hours = max(0.01, hours - used)
     elif restore:
-        cmd += ['--restore', restore]
+        cmd += ['--restore', restore] + (['--restore_skip_vars', restore_skip] if restore_skip else [])
     run(cmd + ['--max_cpu_hours', str(hours)], log_path)
     return log_dirs_in(log_path)[-1]
 

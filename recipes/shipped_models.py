@@ -41,6 +41,8 @@ PHASES = [
     ('high', 'final', ['lr_initial=1e-5'], 0.3, ('high', 'ms_ssim')),
 ]
 PC_OVERRIDES = {'final': ['lr_initial=1e-5']}
+# high has the paper's hi bottleneck (C = 64, ae_configs/cpu2/high): the layers into and out of it start anew.
+RESTORE_SKIP = {('high', 'ms_ssim'): 'to_bn,from_bn/weights'}
 MODELS = ('low', 'med', 'high')
 
 
@@ -82,7 +84,8 @@ def main():
         cmd = recipe_helpers.train_command(AE_CONFIG.format(model), PC_CONFIG, flags.train, flags.out, flags.heldout,
                                            overrides, PC_OVERRIDES.get(phase, []))
         done[model, phase] = recipe_helpers.train_phase(_log_path(flags, model, phase), cmd, hours * flags.scale,
-                                                        restore, label='{} {}'.format(model, phase))
+                                                        restore, label='{} {}'.format(model, phase),
+                                                        restore_skip=RESTORE_SKIP.get((model, phase), ''))
     print('\n{:6s} {:>7s} {:>7s} {:>8s} {:>7s} {:>11s}  {}'.format('model', 'step', 'bpp', 'MS-SSIM', 'PSNR',
                                                                   'vs WebP', 'log dir'))
     chosen = {}

@@ -144,13 +144,48 @@ def test_stale_or_damaged_exports_fall_back_to_tensorflow(exported, tmp_path, ca
     _export(d)
     assert onnx_model.OnnxModel(d).step == 99
     # a damaged file is caught by its checksum
-    with open(os.path.join(d, 'onnx', onnx_model.DECODER_FILE), 'r+b') as f:
+    with open(os.path.join(d, 'onnx', onnx_model.DECODER_FILE + onnx_model.GZ_SUFFIX), 'r+b') as f:
         f.seek(1000)
         byte = f.read(1)
         f.seek(1000)
         f.write(bytes([byte[0] ^ 1]))
     with pytest.raises(onnx_model.NotExported, match='does not match its checksum'):
         onnx_model.OnnxModel(d)
+
+
+def test_exports_of_format_1_are_still_read(exported, tmp_path):
+    """Format 1 stored the networks uncompressed (the exports shipped before format 2): the same model, the
+    same files; a format-2 export is smaller than its networks."""
+    import gzip
+    import hashlib
+    import shutil
+    d = str(tmp_path / os.path.basename(exported))
+    shutil.copytree(exported, d)
+    onnx_dir = os.path.join(d, onnx_model.ONNX_DIR)
+    manifest = json.load(open(os.path.join(onnx_dir, onnx_model.MANIFEST_FILE)))
+    assert manifest['format'] == 2
+    stored = 0
+    for name in (onnx_model.ENCODER_FILE, onnx_model.DECODER_FILE):
+        gz = os.path.join(onnx_dir, name + onnx_model.GZ_SUFFIX)
+        stored += os.path.getsize(gz)
+        data = gzip.decompress(open(gz, 'rb').read())
+        stored -= len(data)
+        open(os.path.join(onnx_dir, name), 'wb').write(data)
+        os.remove(gz)
+        del manifest['sha256'][name + onnx_model.GZ_SUFFIX]
+        manifest['sha256'][name] = hashlib.sha256(data).hexdigest()
+    assert stored < 0
+    manifest['format'] = 1
+    with open(os.path.join(onnx_dir, onnx_model.MANIFEST_FILE), 'w') as f:
+        json.dump(manifest, f)
+    img = smooth_image(40, 48)
+    old = onnx_model.OnnxModel(d)
+    assert image_codec.encode_image(old, img) == image_codec.encode_image(onnx_model.OnnxModel(exported), img)
+    # exporting again writes format 2 and leaves no uncompressed copies behind
+    _export(d)
+    assert sorted(os.listdir(onnx_dir)) == sorted(
+        [onnx_model.ENCODER_FILE + onnx_model.GZ_SUFFIX, onnx_model.DECODER_FILE + onnx_model.GZ_SUFFIX,
+         onnx_model.CONTEXT_MODEL_FILE, onnx_model.MANIFEST_FILE])
 
 
 def test_an_export_without_checkpoints_is_used_as_it_is(exported, tmp_path):

@@ -107,3 +107,25 @@ def test_sigterm_to_a_recipe_stops_it_after_the_command(tmp_path):
     assert 'next phase' not in out
     assert proc.returncode == 1 and 'run the recipe again to continue' in err
     assert 'child saved' in (tmp_path / 'phase.log').read_text()
+
+
+def test_restore_skip_applies_to_the_start_of_a_phase_not_to_its_continuation(tmp_path, monkeypatch):
+    """high starts from med with its bottleneck layers initialized anew (C = 64 against 32); once high has
+    checkpoints of its own, continuing it must restore every variable."""
+    calls = []
+    log = str(tmp_path / 'high.ms_ssim.log')
+
+    def fake_run(cmd, log_path):
+        calls.append(cmd)
+        log_dir = str(tmp_path / '0101_1300 cpu2@high cpu2@res_shallow')
+        os.makedirs(os.path.join(log_dir, 'ckpts'), exist_ok=True)
+        open(os.path.join(log_dir, 'ckpts', 'ckpt-100.index'), 'w').close()
+        with open(log_path, 'a') as f:
+            f.write('Log dir: {}\nGot signal 15: saved checkpoint at step 100 in d (CPU 0.100 h)\n'.format(log_dir))
+    monkeypatch.setattr(recipe_helpers, 'run', fake_run)
+    for _ in range(2):
+        recipe_helpers.train_phase(log, ['train.py'], 1.0, restore='med_dir', restore_skip='to_bn,from_bn/weights')
+    first, second = calls
+    assert first[first.index('--restore') + 1] == 'med_dir'
+    assert first[first.index('--restore_skip_vars') + 1] == 'to_bn,from_bn/weights'
+    assert '--restore_continue' in second and '--restore_skip_vars' not in second
