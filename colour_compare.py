@@ -312,7 +312,8 @@ def run(val_out_dir, images_dir, crops=(), out_dir=None, method=DEFAULT_WEBP_MET
         for crop in (c for c in crops if c.name == stem):
             check_crop(crop, *original.shape[:2])  # the early check read a header, which ignores EXIF orientation
             panel = crop_panel([original, rec, webp.decoded], crop)
-            images.save_png(os.path.join(out_dir, crop_file_name(crop)), panel)
+            # for the README, in git: small files
+            images.save_png(os.path.join(out_dir, crop_file_name(crop)), panel, images.SMALL_PNG)
             tqdm.write(crop_caption(crop, float(bpp_ours), rgb_to_ycbcr(original), rgb_to_ycbcr(rec), webp,
                                     rgb_to_ycbcr(webp.decoded)), file=sys.stdout)
     bar.close()
