@@ -88,11 +88,15 @@ def main():
                                                         restore_skip=RESTORE_SKIP.get((model, phase), ''))
     print('\n{:6s} {:>7s} {:>7s} {:>8s} {:>7s} {:>11s}  {}'.format('model', 'step', 'bpp', 'MS-SSIM', 'PSNR',
                                                                   'vs WebP', 'log dir'))
-    chosen = {}
+    chosen, failed = {}, []
     for model in wanted:
         log_dir = done[model, 'final']
-        step, r = recipe_helpers.choose_checkpoint(log_dir, flags.out, flags.heldout,
-                                                   os.path.join(flags.out, model + '.val.log'))
+        try:
+            step, r = recipe_helpers.choose_checkpoint(log_dir, flags.out, flags.heldout,
+                                                       os.path.join(flags.out, model + '.val.log'))
+        except ValueError as e:  # e.g. every checkpoint's rate is beyond WebP's curve: the others go on
+            failed.append('{}: {}'.format(model, e))
+            continue
         chosen[model] = log_dir, step
         print('{:6s} {:7d} {:7.4f} {:8.4f} {:7.2f} {:+11.4f}  {}'.format(model, step, r['bpp'], r['ms-ssim'], r['psnr'],
                                                                        r['d_webp'], log_dir))
@@ -100,6 +104,8 @@ def main():
         for model, (log_dir, step) in sorted(chosen.items()):
             recipe_helpers.run([sys.executable, 'export_model.py', log_dir, flags.export, '--ckpt_step', str(step)],
                                os.path.join(flags.out, model + '.export.log'))
+    if failed:
+        sys.exit('Error: no checkpoint chosen for {}'.format('; '.join(failed)))
 
 
 if __name__ == '__main__':

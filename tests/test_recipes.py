@@ -129,3 +129,26 @@ def test_restore_skip_applies_to_the_start_of_a_phase_not_to_its_continuation(tm
     assert first[first.index('--restore') + 1] == 'med_dir'
     assert first[first.index('--restore_skip_vars') + 1] == 'to_bn,from_bn/weights'
     assert '--restore_continue' in second and '--restore_skip_vars' not in second
+
+
+def test_a_model_without_a_checkpoint_to_choose_does_not_stop_the_others(tmp_path, monkeypatch):
+    """choose_checkpoint fails for high (e.g. its rate beyond WebP's curve): low and med are still printed and
+    exported, and the recipe ends with one error line naming high, not a traceback."""
+    import shipped_models
+    exported = []
+
+    def fake_choose(log_dir, *args):
+        if 'high' in log_dir:
+            raise ValueError('no checkpoint of {} has a mean bpp within WebP\'s curve'.format(log_dir))
+        return 100, {'bpp': 0.5, 'ms-ssim': 0.95, 'psnr': 25., 'd_webp': 0.01}
+    monkeypatch.setattr(recipe_helpers, 'train_phase', lambda log_path, *a, **k: 'dir_' + os.path.basename(log_path))
+    monkeypatch.setattr(recipe_helpers, 'log_dirs_in', lambda log_path: ['dir_' + os.path.basename(log_path)])
+    monkeypatch.setattr(recipe_helpers, 'choose_checkpoint', fake_choose)
+    monkeypatch.setattr(recipe_helpers, 'codecs_root', lambda out_root, heldout_glob: 'codecs')
+    monkeypatch.setattr(recipe_helpers, 'run', lambda cmd, log_path: exported.append(cmd[1:3]))
+    monkeypatch.setattr(sys, 'argv', ['shipped_models.py', '--train', 'x', '--heldout', 'y', '--out', str(tmp_path),
+                                      '--export', str(tmp_path / 'export')])
+    with pytest.raises(SystemExit) as e:
+        shipped_models.main()
+    assert str(e.value).startswith('Error: no checkpoint chosen for high: ')
+    assert exported == [['export_model.py', 'dir_low.final.log'], ['export_model.py', 'dir_med.final.log']]
