@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+import fixed_point_kernel
 import pc_geometry
 
 V2_FRAC_BITS = 14  # format version 2: float64, weights and activations at 2**-14 ~ 6e-5
@@ -237,9 +238,15 @@ class FixedPointContextModel(object):
         last = len(self.layers) - 1
 
         row_offsets = [grid.row_offsets(l.rows)[None, :] for l in self.layers]
+        kernel = fixed_point_kernel.load() if dtype == np.float32 else None
+        if kernel is not None:
+            kernel_run = self._kernel_runner(kernel, grid, srcs, waves)
 
-        def run(part):
-            """All layers at the positions of one part of a wave; returns the last layer's outputs (or None)."""
+        def run(part, k=0):
+            """All layers at the positions of one part of a wave; returns the last layer's outputs (or None).
+            k: the part's index in its wave (the compiled kernel's buffers for it)."""
+            if kernel is not None:
+                return kernel_run(part, k)
             acc = None
             for li, idx in part:
                 layer = self.layers[li]
@@ -255,28 +262,23 @@ class FixedPointContextModel(object):
 
         decoded = []
         pool = _thread_pool() if split is not None else None
-        worked = waited = 0.  # this thread's seconds on its parts, and waiting for (or doing) the others
-        n_split = 0
+        watch = _BusyCoreWatch()
         for parts, symbol_positions in waves:
             if len(parts) == 1:
                 logits = run(parts[0])
-            elif pool is None:
-                first, second = run(parts[0]), run(parts[1])
+            elif pool is None or watch.one_thread():
+                first, second = run(parts[0]), run(parts[1], 1)
             else:
                 # Each part reads only earlier waves and its own positions (see _wave_schedule), so the
                 # second part runs in the pool. If no worker has picked it up by the time the first is
                 # done, it runs here: the decoder never waits for a thread that has not started.
-                later = pool.submit(run, parts[1])
+                later = pool.submit(run, parts[1], 1)
                 t0 = time.perf_counter()
                 first = run(parts[0])
                 t1 = time.perf_counter()
-                second = run(parts[1]) if later.cancel() else later.result()
-                worked += t1 - t0
-                waited += time.perf_counter() - t1
-                n_split += 1
-                if n_split >= 16 and waited > worked:
-                    # the other core is busy with other work: two threads now take longer than one would
-                    pool = None
+                not_started = later.cancel()
+                second = run(parts[1], 1) if not_started else later.result()
+                watch.add(t1 - t0, time.perf_counter() - t1, not_started)
             if len(parts) > 1:
                 logits = first if second is None else second if first is None else np.concatenate([first, second])
             if symbol_positions is None:
@@ -288,6 +290,32 @@ class FixedPointContextModel(object):
         if decoded:
             symbols[wave_order(shape)] = np.concatenate(decoded)
         return symbols
+
+    def _kernel_runner(self, kernel, grid, srcs, waves):
+        """run(part, k) of decode_waves on the compiled kernel (fixed_point_kernel): one call per layer, the
+        same values as numpy's; k selects the buffers (the parts of a wave may run at once)."""
+        pointers = [s.ctypes.data for s in srcs]
+        features = [s.shape[1] for s in srcs]
+        offsets = [np.ascontiguousarray(grid.row_offsets(l.rows), np.int64) for l in self.layers]
+        scaled = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in self._scaled]
+        max_n = max(len(idx) for parts, _ in waves for part in parts for _, idx in part)
+        buffers = [(np.empty(max_n * max(w.shape[0] for w, _ in scaled), self.dtype),
+                    [np.empty((max_n, w.shape[1]), self.dtype) for w, _ in scaled]) for _ in range(2)]
+        last = len(self.layers) - 1
+        lows = [0. if l.relu else -self._lim for l in self.layers]
+        calls = [(pointers[li], features[li], offsets[li].ctypes.data, len(offsets[li]), w.ctypes.data,
+                  b.ctypes.data, w.shape[1], pointers[l.residual + 1] if l.residual is not None else None,
+                  pointers[li + 1] if li < last else None, lows[li], self._lim)
+                 for li, (l, (w, b)) in enumerate(zip(self.layers, scaled))]
+
+        def run(part, k, arrays=(srcs, offsets, scaled)):  # arrays: keeps what `calls` points into alive
+            cols, accs = buffers[k]
+            for li, idx in part:
+                src, f, off, n_rows, w, b, m, res, dst, lo, hi = calls[li]
+                kernel.layer(len(idx), idx.ctypes.data, src, f, off, n_rows, w, b, m, res, dst, lo, hi,
+                             cols.ctypes.data, accs[li].ctypes.data, kernel.sgemm)
+            return accs[last][:len(part[-1][1])] if part and part[-1][0] == last else None
+        return run
 
     def logits_in_wave_order(self, symbols):
         """The encoder's view: logits (n_total, L) int64 and symbols (n_total,) in wave order."""
@@ -418,6 +446,43 @@ def _wave_schedule(shape, num_layers, split=None):
         a, b = spans[-1]
         waves.append((parts, per_layer[-1][0][a:b] if b > a else None))
     return waves
+
+
+class _BusyCoreWatch(object):
+    """Whether the decoder's second thread pays, judged over windows of split waves: when the other core is
+    busy with other work (a training run; TensorFlow's threads spinning for a while after a session run), its
+    thread rarely gets to start, or two threads take longer than one would. Then the next WINDOW * REST split
+    waves run in one thread, and the pool is tried again (the load may have passed). A worker that starts
+    late on an idle core is not a busy core: with the compiled kernel the parts are short and a wake-up takes
+    a good fraction of one, so waits of up to twice the first part's time are allowed."""
+    WINDOW = 16
+    REST = 4
+
+    def __init__(self):
+        self._reset()
+        self._rest = 0
+
+    def _reset(self):
+        self._n = self._not_started = 0
+        self._worked = self._waited = 0.
+
+    def one_thread(self):
+        """Called for every split wave: True while resting from a busy window."""
+        if self._rest:
+            self._rest -= 1
+            return True
+        return False
+
+    def add(self, worked, waited, not_started):
+        """worked: this thread's seconds on the first part; waited: then for (or on) the second part."""
+        self._n += 1
+        self._not_started += not_started
+        self._worked += worked
+        self._waited += waited
+        if self._n == self.WINDOW:
+            if 2 * self._not_started > self._n or self._waited > 2 * self._worked:
+                self._rest = self.WINDOW * self.REST
+            self._reset()
 
 
 _POOL = []

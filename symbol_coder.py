@@ -11,33 +11,50 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import arithmetic_coding
+import fixed_point_kernel
 
 
-def _single_threaded_blas(fn):
+def _single_threaded_blas(load_kernel=False):
     """The context model's products are small: BLAS threads cost more than they bring (measured in
-    bench/codec_speed.py), and block-parallel coding uses processes instead."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api='blas'):
-            return fn(*args, **kwargs)
-    return wrapper
+    bench/codec_speed.py), and block-parallel coding uses processes instead. load_kernel (the decoder): the
+    compiled kernel calls scipy's BLAS, so it is loaded first: threadpool_limits only limits the libraries
+    loaded by then."""
+    def decorator(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if load_kernel:
+                fixed_point_kernel.load()
+            with threadpool_limits(limits=1, user_api='blas'):
+                return fn(*args, **kwargs)
+        return wrapper
+    return decorator
 
 
-@_single_threaded_blas
+def _tables(model):
+    """f(int64 logits (n, L)) -> frequency tables: arithmetic_coding.freqs_from_int_logits, or the same tables
+    from the compiled kernel where it is built (one call instead of ~25 numpy calls per wave)."""
+    kernel = fixed_point_kernel.load()
+    if (kernel is not None and model.L <= arithmetic_coding.freqs._FAST_MAX_L
+            and model.frac_bits <= arithmetic_coding.freqs._FAST_MAX_FRAC_BITS):
+        return lambda logits: kernel.freqs(logits, model.frac_bits)
+    return lambda logits: arithmetic_coding.freqs_from_int_logits(logits, model.frac_bits)
+
+
+@_single_threaded_blas()
 def encode_symbols(symbols, model, coder='fast'):
     """:param symbols: int (C, h, w). :param model: FixedPointContextModel. :return: bytes"""
     logits, ordered = model.logits_in_wave_order(np.asarray(symbols))
-    freqs = arithmetic_coding.freqs_from_int_logits(logits, model.frac_bits)
-    return arithmetic_coding.get_coder(coder).encode(ordered, freqs)
+    return arithmetic_coding.get_coder(coder).encode(ordered, _tables(model)(logits))
 
 
-@_single_threaded_blas
+@_single_threaded_blas(load_kernel=True)
 def decode_symbols(data, shape, model, coder='fast'):
     """Inverse of encode_symbols. :return: int64 (C, h, w). Raises ValueError on corrupt data."""
     decoder = arithmetic_coding.get_coder(coder).Decoder(data)
+    tables = _tables(model)
 
     def decode_wave(logits):
-        return decoder.decode(arithmetic_coding.freqs_from_int_logits(logits, model.frac_bits))
+        return decoder.decode(tables(logits))
 
     symbols = model.decode_waves(tuple(shape), decode_wave)
     if symbols.size and (symbols.min() < 0 or symbols.max() >= model.L):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import arithmetic_coding
+import fixed_point_kernel
 import fixed_point_pc
 import pc_geometry
 import probclass
@@ -215,13 +216,24 @@ def test_float32_precision_is_chosen_from_the_weights():
     assert big.frac_bits == fixed_point_pc.V2_FRAC_BITS and big.dtype == np.float64
 
 
+def _use_kernel(monkeypatch, kernel):
+    """kernel=True: the decoder's compiled layer step (skips the test where it cannot be built); False: numpy."""
+    if kernel and fixed_point_kernel.load() is None:
+        pytest.skip('no compiled kernel here: {}'.format(fixed_point_kernel.last_error()))
+    if not kernel:
+        monkeypatch.setattr(fixed_point_kernel, 'load', lambda: None)
+
+
+@pytest.mark.parametrize('kernel', [True, False])
 @pytest.mark.parametrize('frac_bits', [None, fixed_point_pc.V2_FRAC_BITS])
 @pytest.mark.parametrize('split', [None, 1, 40])
 @pytest.mark.parametrize('shape', [(1, 1, 1), (1, 4, 9), (6, 1, 5), (5, 7, 1), (2, 9, 4), (7, 3, 11), (3, 17, 13)])
-def test_decoder_waves_reproduce_encoder_logits(monkeypatch, shape, split, frac_bits):
+def test_decoder_waves_reproduce_encoder_logits(monkeypatch, shape, split, frac_bits, kernel):
     """Encoder (all positions, row blocks) and decoder (wavefronts, in one part or cut in two parts run in
-    two threads) give identical integer logits, with garbage in the undecoded positions; small encoder
-    blocks make the encoder's thread pool and block edges matter too."""
+    two threads; numpy or the compiled kernel, which serves float32 only) give identical integer logits, with
+    garbage in the undecoded positions; small encoder blocks make the encoder's thread pool and block edges
+    matter too."""
+    _use_kernel(monkeypatch, kernel)
     monkeypatch.setattr(fixed_point_pc, '_DECODER_THREADS', split is not None)
     monkeypatch.setattr(fixed_point_pc, '_DECODER_SPLIT', split or 1)
     monkeypatch.setattr(fixed_point_pc, '_ENCODER_BLOCK', 16)
@@ -235,6 +247,43 @@ def test_decoder_waves_reproduce_encoder_logits(monkeypatch, shape, split, frac_
     np.testing.assert_array_equal(np.concatenate(got), enc_logits)
 
 
+@pytest.mark.parametrize('kernel', [True, False])
+def test_decoder_reaches_the_clamp_like_the_encoder(monkeypatch, kernel):
+    """Weights scaled up so that activations are clamped (and relu'd and residual-added at the limit): the
+    decoder's wave logits still equal the encoder's, on both decoder paths."""
+    _use_kernel(monkeypatch, kernel)
+    monkeypatch.setattr(fixed_point_pc, '_DECODER_SPLIT', 8)
+    ws, bs = _numpy_weights(seed=3)
+    fp = fixed_point_pc.FixedPointContextModel([w * 4. for w in ws], bs, CENTERS, CENTERS[0])
+    assert fp.dtype == np.float32
+    sym = _uniform_symbols((4, 9, 11), 5)
+    grid_out = fp._logits_on_grid(fixed_point_pc._Grid(sym.shape, fp.dtype), sym)
+    assert np.abs(grid_out).max() == fp._lim  # the clamp is reached
+    enc_logits, ordered = fp.logits_in_wave_order(sym)
+    decode_fn, got = _replaying_decoder(ordered)
+    np.testing.assert_array_equal(fp.decode_waves(sym.shape, decode_fn, undecoded=np.zeros_like(sym)), sym)
+    np.testing.assert_array_equal(np.concatenate(got), enc_logits)
+
+
+def test_busy_core_watch_rests_then_tries_the_second_thread_again():
+    """A window where the worker never started: the next WINDOW * REST split waves run in one thread, then
+    the pool is tried again; a worker that starts late on an idle core (waits 1.5x the first part) or a
+    single slow wave does not make it rest."""
+    W, R = fixed_point_pc._BusyCoreWatch.WINDOW, fixed_point_pc._BusyCoreWatch.REST
+    watch = fixed_point_pc._BusyCoreWatch()
+    for _ in range(3 * W):
+        assert not watch.one_thread()
+        watch.add(1e-4, 1.5e-4, False)
+    for i in range(W):
+        assert not watch.one_thread()
+        watch.add(1e-4, 1e-3 if i == 0 else 1e-4, False)  # one slow wave within a window is not a busy core
+    for i in range(W):
+        assert not watch.one_thread()
+        watch.add(1e-4, 1e-4, i % 3 != 0)  # most never started
+    assert [watch.one_thread() for _ in range(W * R)] == [True] * (W * R)
+    assert not watch.one_thread()
+
+
 class _IdlePool(object):
     """A pool whose workers never start a submitted task: the decoder must run the second parts itself."""
 
@@ -245,7 +294,10 @@ class _IdlePool(object):
         return [fn(item) for item in items]
 
 
-def test_decoder_runs_parts_itself_when_no_worker_starts(monkeypatch):
+@pytest.mark.parametrize('kernel', [True, False])
+def test_decoder_runs_parts_itself_when_no_worker_starts(monkeypatch, kernel):
+    """Also the whole symbol_coder round trip on both paths (numpy or compiled layers and tables)."""
+    _use_kernel(monkeypatch, kernel)
     monkeypatch.setattr(fixed_point_pc, '_DECODER_SPLIT', 1)
     monkeypatch.setattr(fixed_point_pc, '_thread_pool', _IdlePool)
     fp = _numpy_model()
