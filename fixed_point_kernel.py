@@ -46,12 +46,17 @@ class Kernel(object):
         self._freqs.argtypes = [I64, INT, P, INT, P, I64, I64, P]
         self._freqs.restype = INT
 
+    @staticmethod
+    def makes_tables_for(L, frac_bits):
+        """Whether freqs() covers L symbols at frac_bits (the range of freqs_from_int_logits' fast path)."""
+        return 1 <= L <= freqs_lib._FAST_MAX_L and 0 <= frac_bits <= freqs_lib._FAST_MAX_FRAC_BITS
+
     def freqs(self, logits, frac_bits):
         """arithmetic_coding.freqs_from_int_logits(logits, frac_bits) for int64 logits (n, L <= 7) and
-        frac_bits <= 22 (its fast path's range; ValueError outside): the same tables, in one call."""
+        frac_bits <= 22 (makes_tables_for; ValueError outside): the same tables, in one call."""
         logits = np.ascontiguousarray(logits, np.int64)
         n, L = logits.shape
-        if not (1 <= L <= freqs_lib._FAST_MAX_L and 0 <= frac_bits <= freqs_lib._FAST_MAX_FRAC_BITS):
+        if not self.makes_tables_for(L, frac_bits):
             raise ValueError('compiled tables take L <= {} and frac_bits <= {}, got {} and {}'.format(
                 freqs_lib._FAST_MAX_L, freqs_lib._FAST_MAX_FRAC_BITS, L, frac_bits))
         out = np.empty((n, L), np.int64)

@@ -238,15 +238,10 @@ class FixedPointContextModel(object):
         last = len(self.layers) - 1
 
         row_offsets = [grid.row_offsets(l.rows)[None, :] for l in self.layers]
-        kernel = fixed_point_kernel.load() if dtype == np.float32 else None
-        if kernel is not None:
-            kernel_run = self._kernel_runner(kernel, grid, srcs, waves)
 
         def run(part, k=0):
             """All layers at the positions of one part of a wave; returns the last layer's outputs (or None).
-            k: the part's index in its wave (the compiled kernel's buffers for it)."""
-            if kernel is not None:
-                return kernel_run(part, k)
+            k: the part's index in its wave (the compiled kernel's buffers; unused here)."""
             acc = None
             for li, idx in part:
                 layer = self.layers[li]
@@ -259,6 +254,10 @@ class FixedPointContextModel(object):
                 if li < last:
                     rows[li + 1][idx] = acc.view(rows[li + 1].dtype).ravel()
             return acc if part and part[-1][0] == last else None
+
+        kernel = fixed_point_kernel.load() if dtype == np.float32 else None
+        if kernel is not None:
+            run = self._kernel_runner(kernel, grid, srcs, waves)  # noqa: F811 (the same values, one call a layer)
 
         decoded = []
         pool = _thread_pool() if split is not None else None
@@ -308,7 +307,7 @@ class FixedPointContextModel(object):
                   pointers[li + 1] if li < last else None, lows[li], self._lim)
                  for li, (l, (w, b)) in enumerate(zip(self.layers, scaled))]
 
-        def run(part, k, arrays=(srcs, offsets, scaled)):  # arrays: keeps what `calls` points into alive
+        def run(part, k=0, arrays=(srcs, offsets, scaled)):  # arrays: keeps what `calls` points into alive
             cols, accs = buffers[k]
             for li, idx in part:
                 src, f, off, n_rows, w, b, m, res, dst, lo, hi = calls[li]

@@ -34,8 +34,7 @@ def _tables(model):
     """f(int64 logits (n, L)) -> frequency tables: arithmetic_coding.freqs_from_int_logits, or the same tables
     from the compiled kernel where it is built (one call instead of ~25 numpy calls per wave)."""
     kernel = fixed_point_kernel.load()
-    if (kernel is not None and model.L <= arithmetic_coding.freqs._FAST_MAX_L
-            and model.frac_bits <= arithmetic_coding.freqs._FAST_MAX_FRAC_BITS):
+    if kernel is not None and kernel.makes_tables_for(model.L, model.frac_bits):
         return lambda logits: kernel.freqs(logits, model.frac_bits)
     return lambda logits: arithmetic_coding.freqs_from_int_logits(logits, model.frac_bits)
 

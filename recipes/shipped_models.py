@@ -19,8 +19,8 @@ Then every checkpoint of each model's last phase is measured by val.py on the he
 with the largest MS-SSIM distance to WebP's curve there (at its own mean bpp) is chosen and printed; with
 --export DIR it is exported (export_model.py: inference variables and the ONNX export). Kodak is not used:
 measure the exported models on it once, at the end (README). Several recipe processes may run at once
-(each locks the models it trains): e.g. `--only low` and `--only high` side by side once med is done. --scale multiplies every budget
-(e.g. 0.01 for a smoke run).
+(each locks the models it trains): e.g. `--only low` and `--only high` side by side once med is done.
+--scale multiplies every budget (e.g. 0.01 for a smoke run).
 """
 import argparse
 import os
