@@ -13,6 +13,18 @@ TINY_AE_OVERRIDES = ['arch_param_B=1', 'arch_param_n=16', 'num_chan_bn=8', 'batc
 TINY_PC_OVERRIDES = ['arch_param__k=8']
 
 
+GOLDEN_FILES = os.path.join(ROOT, 'tests', 'golden_files')
+
+
+def golden_files():
+    """(the golden files' record, the model they were written with). That model (the cpu@med shipped until
+    the cpu2 models) lives beside them, so that the check does not depend on which models ckpts/ ships."""
+    import json
+    with open(os.path.join(GOLDEN_FILES, 'decoded_sha256.json')) as f:
+        golden = json.load(f)
+    return golden, os.path.join(GOLDEN_FILES, 'model', golden['model'])
+
+
 def configs(ae='ae_configs/cvpr/low', pc='pc_configs/cvpr/res_shallow', ae_overrides=(), pc_overrides=()):
     ae_config, _ = config_parser.parse(os.path.join(ROOT, ae))
     pc_config, _ = config_parser.parse(os.path.join(ROOT, pc))

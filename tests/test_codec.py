@@ -15,7 +15,7 @@ import images
 import inference
 import model_files
 import symbol_coder
-from helpers import make_model_dir, smooth_image
+from helpers import GOLDEN_FILES, golden_files, make_model_dir, smooth_image
 
 
 @pytest.fixture(scope='module')
@@ -242,21 +242,16 @@ def test_written_files_get_the_users_umask(model, tmp_path):
         os.umask(old)
 
 
-GOLDEN_FILES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden_files')
-
-
 def test_golden_files_decode_identically_on_this_machine():
-    """Files encoded by the shipped cpu@med model (fast coder, Python coder, 2x2 blocks; file versions 2 and
+    """Files encoded by the cpu@med model shipped before (tests/golden_files/model; fast coder, Python coder, 2x2 blocks; file versions 2 and
     3, i.e. the context model in float64 at F = 14 and in float32 at F = 8) decode to the recorded symbols
     on any machine: the file format and the fixed-point context model are exact. The
     pixels come from TensorFlow's float decoder, whose last bit depends on the CPU's kernels, so they are
     compared with the recorded PNG to within one grey level on 99.9 % of the values (bit-identical here)."""
     import hashlib
-    import json
-    with open(os.path.join(GOLDEN_FILES, 'decoded_sha256.json')) as f:
-        golden = json.load(f)
+    golden, model_dir = golden_files()
     assert {w['version'] for w in golden['files'].values()} == {2, 3}
-    m = inference.Model(os.path.join(os.path.dirname(GOLDEN_FILES), '..', 'ckpts', golden['model']))
+    m = inference.Model(model_dir)
     try:
         for name, want in sorted(golden['files'].items()):
             with open(os.path.join(GOLDEN_FILES, name), 'rb') as f:
