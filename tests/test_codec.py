@@ -15,7 +15,7 @@ import images
 import inference
 import model_files
 import symbol_coder
-from helpers import GOLDEN_FILES, golden_files, make_model_dir, smooth_image
+from helpers import assert_golden_files_decode, golden_files, make_model_dir, smooth_image
 
 
 @pytest.fixture(scope='module')
@@ -243,29 +243,17 @@ def test_written_files_get_the_users_umask(model, tmp_path):
 
 
 def test_golden_files_decode_identically_on_this_machine():
-    """Files encoded by the cpu@med model shipped before (tests/golden_files/model; fast coder, Python coder, 2x2 blocks; file versions 2 and
-    3, i.e. the context model in float64 at F = 14 and in float32 at F = 8) decode to the recorded symbols
-    on any machine: the file format and the fixed-point context model are exact. The
-    pixels come from TensorFlow's float decoder, whose last bit depends on the CPU's kernels, so they are
-    compared with the recorded PNG to within one grey level on 99.9 % of the values (bit-identical here)."""
-    import hashlib
+    """Files encoded by the cpu@med model shipped before (tests/golden_files/model; fast coder, Python coder,
+    2x2 blocks; file versions 2 and 3, i.e. the context model in float64 at F = 14 and in float32 at F = 8)
+    decode to the recorded symbols on any machine: the file format and the fixed-point context model are
+    exact. The pixels come from TensorFlow's float decoder, whose last bit depends on the CPU's kernels, so
+    they are compared with the recorded PNG to within one grey level on 99.9 % of the values (bit-identical
+    here)."""
     golden, model_dir = golden_files()
     assert {w['version'] for w in golden['files'].values()} == {2, 3}
     m = inference.Model(model_dir)
     try:
-        for name, want in sorted(golden['files'].items()):
-            with open(os.path.join(GOLDEN_FILES, name), 'rb') as f:
-                data = f.read()
-            symbols, hdr = image_codec.decode_symbols(m, data)
-            assert list(symbols.shape) == want['symbols_shape'], name
-            assert hashlib.sha256(np.ascontiguousarray(symbols, np.int64).tobytes()).hexdigest() == \
-                want['sha256_of_decoded_symbols_int64'], name
-            out = image_codec.decode_image(m, data)
-            assert out.shape == (want['height'], want['width'], 3)
-            assert hdr['version'] == want['version'], name
-            recorded = np.asarray(Image.open(os.path.join(GOLDEN_FILES, want['png'])))
-            diff = np.abs(out.astype(int) - recorded)
-            assert diff.max() <= 1 and np.mean(diff > 0) <= 1e-3, name
+        assert_golden_files_decode(m)
     finally:
         m.close()
 
