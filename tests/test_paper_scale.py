@@ -40,7 +40,7 @@ def test_paper_config_trains_two_steps_at_batch_30(tmp_path, capsys):
 
 
 def _shipped_models():
-    return sorted(d for d in glob.glob(os.path.join(ROOT, 'ckpts', '* cpu@*')) if os.path.isdir(d))
+    return sorted(d for d in glob.glob(os.path.join(ROOT, 'ckpts', '* cpu*@*')) if os.path.isdir(d))
 
 
 @pytest.mark.parametrize('model_dir', _shipped_models(), ids=os.path.basename)
