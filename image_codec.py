@@ -45,9 +45,15 @@ _CODER_IDS = {'fast': 0, 'python': 1}
 SHIPPED_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ckpts')
 
 
+def shipped_model_dirs(rate='*'):
+    """The shipped model dirs (ckpts/<job id> cpu@<rate> ... or cpu2@<rate> ...), sorted by job id."""
+    return sorted(d for d in glob.glob(os.path.join(glob.escape(SHIPPED_MODELS), '* cpu*@{} *'.format(rate)))
+                  if os.path.isdir(d))
+
+
 def default_model_dir():
-    """The shipped middle-rate model (ckpts/<job id> cpu@med ... or cpu2@med ...; the latest job id)."""
-    matches = sorted(glob.glob(os.path.join(glob.escape(SHIPPED_MODELS), '* cpu*@med *')))
+    """The shipped middle-rate model (the latest job id)."""
+    matches = shipped_model_dirs('med')
     return matches[-1] if matches else os.path.join(SHIPPED_MODELS, '<no shipped cpu@med model>')
 
 

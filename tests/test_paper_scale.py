@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import image_codec
 import model_files
 from helpers import ROOT, smooth_image, write_images
 
@@ -39,15 +40,10 @@ def test_paper_config_trains_two_steps_at_batch_30(tmp_path, capsys):
     assert _golden_names() <= saved
 
 
-def _shipped_models():
-    return sorted(d for d in glob.glob(os.path.join(ROOT, 'ckpts', '* cpu*@*')) if os.path.isdir(d))
-
-
-@pytest.mark.parametrize('model_dir', _shipped_models(), ids=os.path.basename)
+@pytest.mark.parametrize('model_dir', image_codec.shipped_model_dirs(), ids=os.path.basename)
 def test_shipped_model_codes_a_kodak_size_image_exactly(model_dir):
     """768 x 512: real file, decoded symbols equal the encoded ones, the decoded image equals the
     encoder side's reconstruction, and the file is within 1 % (+ header) of the context model's estimate."""
-    import image_codec
     import inference
     model = inference.Model(model_dir)
     try:
