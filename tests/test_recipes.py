@@ -146,9 +146,14 @@ def test_a_model_without_a_checkpoint_to_choose_does_not_stop_the_others(tmp_pat
     monkeypatch.setattr(recipe_helpers, 'choose_checkpoint', fake_choose)
     monkeypatch.setattr(recipe_helpers, 'codecs_root', lambda out_root, heldout_glob: 'codecs')
     monkeypatch.setattr(recipe_helpers, 'run', lambda cmd, log_path: exported.append(cmd[1:3]))
+    widened = []
+    monkeypatch.setattr(shipped_models.widen_bottleneck, 'widen',
+                        lambda src, dst, num_chan_bn: widened.append((src, num_chan_bn)) or dst)
     monkeypatch.setattr(sys, 'argv', ['shipped_models.py', '--train', 'x', '--heldout', 'y', '--out', str(tmp_path),
                                       '--export', str(tmp_path / 'export')])
     with pytest.raises(SystemExit) as e:
         shipped_models.main()
     assert str(e.value).startswith('Error: no checkpoint chosen for high: ')
-    assert exported == [['export_model.py', 'dir_low.final.log'], ['export_model.py', 'dir_med.final.log']]
+    # each model's checkpoint comes from its last phase; high started from med widened to C = 64
+    assert exported == [['export_model.py', 'dir_low.final.log'], ['export_model.py', 'dir_med.final2.log']]
+    assert widened == [('dir_med.ms_ssim.log', 64)]
