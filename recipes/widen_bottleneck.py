@@ -26,8 +26,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import config_parser  # noqa: E402
+import logdir_helpers  # noqa: E402
 import model_files  # noqa: E402
-from model_files import AE_CONFIG_COPY, PC_CONFIG_COPY  # noqa: E402
 from tf_helpers import tf  # noqa: E402
 
 TO_BN = 'autoencoder/encoder/to_bn/'
@@ -97,11 +98,11 @@ def write_checkpoint(variables, ckpt_dir, step):
 
 def widen(src_log_dir, dst_log_dir, num_chan_bn, seed=0):
     """Writes the latest checkpoint of src_log_dir widened to num_chan_bn channels into dst_log_dir, with the
-    source's config copies (num_chan_bn changed). Does nothing if dst_log_dir has a checkpoint. Returns it."""
+    source's configs (num_chan_bn changed). Does nothing if dst_log_dir has a checkpoint. Returns it."""
     dst_ckpts = model_files.ckpt_dir_of(dst_log_dir)
     if os.path.isdir(dst_ckpts) and model_files.all_ckpt_steps(dst_ckpts):
         return dst_log_dir
-    ae_config, _ = model_files.load_configs(src_log_dir)
+    ae_config, pc_config = model_files.load_configs(src_log_dir)
     num_src = ae_config.num_chan_bn
     if num_chan_bn % num_src:
         raise ValueError('{} channels is not a multiple of the source\'s {}'.format(num_chan_bn, num_src))
@@ -114,22 +115,11 @@ def widen(src_log_dir, dst_log_dir, num_chan_bn, seed=0):
     tmp = dst_log_dir + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     write_checkpoint(wide, model_files.ckpt_dir_of(tmp), step)
-    for copy in (AE_CONFIG_COPY, PC_CONFIG_COPY):
-        src = os.path.join(src_log_dir, copy)
-        if os.path.isfile(src):
-            with open(src) as f:
-                text = f.read()
-            if copy == AE_CONFIG_COPY:
-                text = _set_num_chan_bn(text, num_chan_bn)
-            with open(os.path.join(tmp, copy), 'w') as f:
-                f.write(text)
+    logdir_helpers.write_config_copies(tmp, {
+        model_files.AE_CONFIG_COPY: config_parser.apply_overrides(ae_config, ['num_chan_bn={}'.format(num_chan_bn)]),
+        model_files.PC_CONFIG_COPY: pc_config})
     os.rename(tmp, dst_log_dir)  # a crash above leaves no half-written model behind
     return dst_log_dir
-
-
-def _set_num_chan_bn(config_text, num_chan_bn):
-    lines = [ln for ln in config_text.splitlines() if not ln.replace(' ', '').startswith('num_chan_bn=')]
-    return '\n'.join(lines + ['num_chan_bn = {}'.format(num_chan_bn)]) + '\n'
 
 
 def main():
