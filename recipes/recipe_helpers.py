@@ -10,6 +10,7 @@ import fcntl
 import glob
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,6 +178,33 @@ def _point(measures_path, webp):
     point = {k: measures.mean(k) for k in ('bpp', 'ms-ssim', 'psnr')}
     point['d_webp'] = webp.distance(point['bpp'], point['ms-ssim'])
     return point
+
+
+def snapshot(log_dir, step, root, out_root):
+    """A copy of log_dir with its configs and only checkpoint `step`, in root, next to links to out_root's held-out
+    photos and codec curves, for evaluate(copy, root, ...): a run that is still training deletes old checkpoints
+    while val.py reads one. Returns the copy's log dir (reused if it exists)."""
+    copy = os.path.join(root, os.path.basename(log_dir))
+    if os.path.isdir(model_files.ckpt_dir_of(copy)):
+        return copy
+    src_ckpts = model_files.ckpt_dir_of(log_dir)
+    prefix = os.path.basename(model_files.ckpt_path(src_ckpts, step)) + '.'
+    names = [n for n in os.listdir(src_ckpts) if n.startswith(prefix)]
+    if not any(n.endswith('.index') for n in names):
+        raise ValueError('no checkpoint {} in {}'.format(step, src_ckpts))
+    tmp = copy + '.part'  # a copy cut short (the checkpoint deleted meanwhile) is not taken for a whole one
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(model_files.ckpt_dir_of(tmp))
+    for n in (model_files.AE_CONFIG_COPY, model_files.PC_CONFIG_COPY):
+        shutil.copy(os.path.join(log_dir, n), tmp)
+    for n in names:
+        shutil.copy(os.path.join(src_ckpts, n), model_files.ckpt_dir_of(tmp))
+    os.rename(tmp, copy)
+    for name in (HELDOUT_NAME, 'other_codecs'):
+        link = os.path.join(root, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(os.path.join(out_root, name)), link)
+    return copy
 
 
 def heldout_dir(out_root, heldout_glob):

@@ -13,22 +13,27 @@ at the end of a working session, and continues with the rest of its budget when 
 1. med, MSE: MS-SSIM on RGB learns structure long before colour; a short MSE phase teaches the colour.
 2. med, MS-SSIM (the paper's loss) at H_target 2*0.68: the paper's model B rate at C = 32.
 3. low and high, MS-SSIM, each from med's last checkpoint with its own H_target (low 2*0.37 at C = 32 and beta 5000,
-   high 1.05 at C = 64; high starts from med with its bottleneck widened to 64 channels: widen_bottleneck.py).
-4. each model, MS-SSIM at learning rate 1e-5 for both networks; med then once more at 1e-4 and at 1e-5.
+   high 0.95 at C = 64; high starts from med with its bottleneck widened to 64 channels: widen_bottleneck.py).
+4. each model, MS-SSIM at learning rate 1e-5 for both networks; med then once more at 1e-4 and at 1e-5, both
+   at H_target 2*0.62.
 
 Then every checkpoint of each model's last phase is measured by val.py on the held-out photos, and the one
 with the largest MS-SSIM distance to WebP's curve there (at its own mean bpp) is chosen and printed; with
 --export DIR it is exported (export_model.py: inference variables and the ONNX export). Kodak is not used:
 measure the exported models on it once, at the end (README). Several recipe processes may run at once
 (each locks the models it trains): e.g. `--only low` and `--only high` side by side once med is done.
---scale multiplies every budget (e.g. 0.01 for a smoke run).
+--scale multiplies every budget (e.g. 0.01 for a smoke run). --check measures the newest checkpoint of each
+model's phase in progress on the held-out photos (on a copy, under OUT/check) while it trains, and prints the
+same table: how far each model is from WebP before its phases end.
 """
 import argparse
 import os
 import sys
 
-import recipe_helpers
+import recipe_helpers  # puts the project's root on sys.path
 import widen_bottleneck
+
+import model_files  # noqa: E402
 
 AE_CONFIG = 'ae_configs/cpu2/{}'
 PC_CONFIG = 'pc_configs/cpu2/res_shallow'
@@ -62,6 +67,49 @@ def _log_path(flags, model, phase):
     return os.path.join(flags.out, '{}.{}.log'.format(model, phase))
 
 
+def _phase_in_progress(flags, model):
+    """(phase, log dir) of the model's first phase that is not done, else of its last phase; None before its
+    first run."""
+    current = None
+    for m, phase, _, hours, _ in PHASES:
+        if m != model:
+            continue
+        dirs = recipe_helpers.log_dirs_in(_log_path(flags, model, phase))
+        if not dirs:
+            break
+        current = phase, dirs[-1]
+        if not recipe_helpers.phase_done(_log_path(flags, model, phase), hours * flags.scale):
+            break
+    return current
+
+
+def _print_header():
+    print('\n{:6s} {:>7s} {:>7s} {:>8s} {:>7s} {:>11s}  {}'.format('model', 'step', 'bpp', 'MS-SSIM', 'PSNR',
+                                                                  'vs WebP', 'log dir'))
+
+
+def _print_row(model, step, r, log_dir):
+    d_webp = 'beyond WebP' if r['d_webp'] is None else '{:+.4f}'.format(r['d_webp'])
+    print('{:6s} {:7d} {:7.4f} {:8.4f} {:7.2f} {:>11s}  {}'.format(model, step, r['bpp'], r['ms-ssim'], r['psnr'],
+                                                                 d_webp, log_dir), flush=True)
+
+
+def check(flags, wanted):
+    """--check: the newest checkpoint of each model's phase in progress on the held-out photos."""
+    _print_header()
+    for model in wanted:
+        current = _phase_in_progress(flags, model)
+        steps = current and model_files.all_ckpt_steps(model_files.ckpt_dir_of(current[1]))
+        if not steps:
+            print('{:6s} no checkpoint yet'.format(model))
+            continue
+        step = max(steps)
+        root = os.path.join(flags.out, 'check', '{}.{}-{}'.format(model, current[0], step))
+        copy = recipe_helpers.snapshot(current[1], step, root, flags.out)
+        _print_row(model, step, recipe_helpers.evaluate(copy, root, flags.heldout, os.path.join(root, 'val.log')),
+                   '{} ({})'.format(current[1], current[0]))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--train', required=True, help='training images (globs, comma-separated)')
@@ -71,12 +119,17 @@ def main():
     p.add_argument('--scale', type=float, default=1.0, help='multiplies every CPU-hour budget. Default: 1')
     p.add_argument('--export', default=None, metavar='DIR',
                    help='export each model\'s chosen checkpoint into DIR (export_model.py), e.g. ckpts')
+    p.add_argument('--check', action='store_true',
+                   help='measure the newest checkpoint of each model\'s phase in progress on the held-out photos '
+                        '(while it trains) and stop')
     flags = p.parse_args()
     os.makedirs(flags.out, exist_ok=True)
     wanted = flags.only.split(',') if flags.only else list(MODELS)
     unknown = sorted(set(wanted) - set(MODELS))
     if unknown:
         sys.exit('Error: unknown model(s) {}; choose from {}'.format(', '.join(unknown), ', '.join(MODELS)))
+    if flags.check:
+        return check(flags, wanted)
     locks = {}
     for model in wanted:
         locks[model] = recipe_helpers.lock(flags.out, model)
@@ -100,8 +153,7 @@ def main():
                                            overrides, PC_OVERRIDES.get(phase, []))
         done[model, phase] = recipe_helpers.train_phase(_log_path(flags, model, phase), cmd, hours * flags.scale,
                                                         restore, label='{} {}'.format(model, phase))
-    print('\n{:6s} {:>7s} {:>7s} {:>8s} {:>7s} {:>11s}  {}'.format('model', 'step', 'bpp', 'MS-SSIM', 'PSNR',
-                                                                  'vs WebP', 'log dir'))
+    _print_header()
     chosen, failed = {}, []
     for model in wanted:
         log_dir = done[model, [phase for m, phase, *_ in PHASES if m == model][-1]]
@@ -112,8 +164,7 @@ def main():
             failed.append('{}: {}'.format(model, e))
             continue
         chosen[model] = log_dir, step
-        print('{:6s} {:7d} {:7.4f} {:8.4f} {:7.2f} {:+11.4f}  {}'.format(model, step, r['bpp'], r['ms-ssim'], r['psnr'],
-                                                                       r['d_webp'], log_dir))
+        _print_row(model, step, r, log_dir)
     if flags.export:
         for model, (log_dir, step) in sorted(chosen.items()):
             recipe_helpers.run([sys.executable, 'export_model.py', log_dir, flags.export, '--ckpt_step', str(step)],

@@ -157,3 +157,66 @@ def test_a_model_without_a_checkpoint_to_choose_does_not_stop_the_others(tmp_pat
     # each model's checkpoint comes from its last phase; high started from med widened to C = 64
     assert exported == [['export_model.py', 'dir_low.final.log'], ['export_model.py', 'dir_med.final2.log']]
     assert widened == [('dir_med.ms_ssim.log', 64)]
+
+
+def _fake_log_dir(root, name, steps):
+    log_dir = os.path.join(root, name)
+    os.makedirs(os.path.join(log_dir, 'ckpts'))
+    for n in ('ae_config', 'pc_config'):
+        with open(os.path.join(log_dir, n), 'w') as f:
+            f.write('# {}\n'.format(n))
+    for step in steps:
+        for ext in ('index', 'data-00000-of-00001'):
+            with open(os.path.join(log_dir, 'ckpts', 'ckpt-{}.{}'.format(step, ext)), 'w') as f:
+                f.write('{} {}'.format(step, ext))
+    return log_dir
+
+
+def test_a_snapshot_holds_one_checkpoint_and_the_held_out_links(tmp_path):
+    out = str(tmp_path)
+    for name in (recipe_helpers.HELDOUT_NAME, 'other_codecs'):
+        os.makedirs(os.path.join(out, name))
+    log_dir = _fake_log_dir(out, '0101_1200 cpu2@med cpu2@res_shallow', (500, 1000))
+    root = os.path.join(out, 'check', 'med-1000')
+    copy = recipe_helpers.snapshot(log_dir, 1000, root, out)
+    assert sorted(os.listdir(os.path.join(copy, 'ckpts'))) == ['ckpt-1000.data-00000-of-00001', 'ckpt-1000.index']
+    assert open(os.path.join(copy, 'ckpts', 'ckpt-1000.index')).read() == '1000 index'
+    assert sorted(os.listdir(copy)) == ['ae_config', 'ckpts', 'pc_config']
+    # val.py in root finds the held-out photos and WebP's curve of out, not new ones
+    for name in (recipe_helpers.HELDOUT_NAME, 'other_codecs'):
+        assert os.path.realpath(os.path.join(root, name)) == os.path.realpath(os.path.join(out, name))
+    # the training run deletes its old checkpoints: the copy stays
+    os.remove(os.path.join(log_dir, 'ckpts', 'ckpt-1000.index'))
+    assert recipe_helpers.snapshot(log_dir, 1000, root, out) == copy
+    with pytest.raises(ValueError, match='no checkpoint 1500'):
+        recipe_helpers.snapshot(log_dir, 1500, os.path.join(out, 'check', 'med-1500'), out)
+
+
+def test_check_measures_the_newest_checkpoint_of_the_phase_in_progress(tmp_path, monkeypatch, capsys):
+    """med's MSE phase is done, its MS-SSIM phase is running: --check measures a copy of the MS-SSIM run's
+    newest checkpoint (not the MSE run's, not an older one) and prints its distance to WebP."""
+    import shipped_models
+    out = str(tmp_path)
+    for name in (recipe_helpers.HELDOUT_NAME, 'other_codecs'):
+        os.makedirs(os.path.join(out, name))
+    mse_dir = _fake_log_dir(out, '0101_1200 cpu2@med cpu2@res_shallow', (3000,))
+    run_dir = _fake_log_dir(out, '0101_1300 cpu2@med cpu2@res_shallow', (3500, 4000))
+    line = '{}: loss=1.0, ms_ssim=0.9, bpp=0.7, H_real=1.4 (img/s: 5.0, CPU {:.3f} h) x\n'
+    with open(os.path.join(out, 'med.mse.log'), 'w') as f:
+        f.write('Log dir: {}\n'.format(mse_dir) + line.format(3000, 0.5) + 'Used --max_cpu_hours 0.5\n')
+    with open(os.path.join(out, 'med.ms_ssim.log'), 'w') as f:
+        f.write('Log dir: {}\n'.format(run_dir) + line.format(4000, 1.0))
+    measured = []
+
+    def fake_evaluate(log_dir, root, heldout_glob, log_path):
+        measured.append((log_dir, sorted(os.listdir(os.path.join(log_dir, 'ckpts')))))
+        return {'bpp': 0.7, 'ms-ssim': 0.97, 'psnr': 26., 'd_webp': 0.003}
+    monkeypatch.setattr(recipe_helpers, 'evaluate', fake_evaluate)
+    monkeypatch.setattr(sys, 'argv', ['shipped_models.py', '--train', 'x', '--heldout', 'y', '--out', out,
+                                      '--only', 'med,low', '--check'])
+    shipped_models.main()
+    assert measured == [(os.path.join(out, 'check', 'med.ms_ssim-4000', os.path.basename(run_dir)),
+                         ['ckpt-4000.data-00000-of-00001', 'ckpt-4000.index'])]
+    printed = capsys.readouterr().out
+    assert 'med       4000  0.7000   0.9700   26.00     +0.0030' in printed
+    assert 'low    no checkpoint yet' in printed
