@@ -43,8 +43,10 @@ def test_paper_config_trains_two_steps_at_batch_30(tmp_path, capsys):
 @pytest.mark.parametrize('model_dir', image_codec.shipped_model_dirs(), ids=os.path.basename)
 def test_shipped_model_codes_a_kodak_size_image_exactly(model_dir):
     """768 x 512: real file, decoded symbols equal the encoded ones, the decoded image equals the
-    encoder side's reconstruction, and the file is within 1 % (+ header) of the context model's estimate."""
+    encoder side's reconstruction; the coder writes what the fixed-point context model's tables give, and those
+    cost little more than the float context model's estimate."""
     import inference
+    import symbol_coder
     model = inference.Model(model_dir)
     try:
         img = smooth_image(512, 768, seed=3)
@@ -55,9 +57,13 @@ def test_shipped_model_codes_a_kodak_size_image_exactly(model_dir):
         out = image_codec.decode_image(model, data)
         expected = np.clip(np.round(model.decode_symbols(symbols)), 0, 255).astype(np.uint8)
         np.testing.assert_array_equal(out, expected)
-        pixels = img.shape[0] * img.shape[1]
-        bpp_real = 8. * len(data) / pixels
-        bpp_estimate = float(model.run(img, model.g.bpp))
-        assert abs(bpp_real - bpp_estimate) <= 0.01 * bpp_estimate + 8. * image_codec.HEADER_BYTES / pixels
+        ideal = symbol_coder.ideal_bits(symbols, model.fixed_point_pc)
+        coded = 8. * (len(data) - image_codec.HEADER_BYTES)
+        assert ideal - 64 <= coded <= 1.001 * ideal + 64  # the arithmetic coder's own overhead: its flush
+        # Rounding the context model to F fractional bits (F = 8 for the shipped models) costs about 0.01 bits
+        # per symbol where the float model is nearly certain: 0.006 bpp, +4.8 %, for the earlier cpu/low at
+        # 0.128 bpp on this smooth image; +0.8 % and +0.5 % for cpu/med and cpu/high, +0.4 % for cpu/low on Kodak.
+        estimate = float(model.run(img, model.g.bpp)) * img.shape[0] * img.shape[1]
+        assert abs(ideal - estimate) <= 0.01 * estimate + 0.02 * symbols.size
     finally:
         model.close()
