@@ -200,11 +200,17 @@ def snapshot(log_dir, step, root, out_root):
     for n in names:
         shutil.copy(os.path.join(src_ckpts, n), model_files.ckpt_dir_of(tmp))
     os.rename(tmp, copy)
+    link_heldout(root, out_root)
+    return copy
+
+
+def link_heldout(root, out_root):
+    """Links to out_root's held-out photos and codec curves in root, so that evaluate(log_dir, root, ...) measures a
+    log dir kept apart from out_root's (val.py finds log dirs by job id, which a copy shares) against them."""
     for name in (HELDOUT_NAME, 'other_codecs'):
         link = os.path.join(root, name)
         if not os.path.lexists(link):
             os.symlink(os.path.abspath(os.path.join(out_root, name)), link)
-    return copy
 
 
 def heldout_dir(out_root, heldout_glob):

@@ -18,8 +18,10 @@ at the end of a working session, and continues with the rest of its budget when 
    at H_target 2*0.62.
 
 Then every checkpoint of each model's last phase is measured by val.py on the held-out photos, and the one
-with the largest MS-SSIM distance to WebP's curve there (at its own mean bpp) is chosen and printed; with
---export DIR it is exported (export_model.py: inference variables and the ONNX export). Kodak is not used:
+with the largest MS-SSIM distance to WebP's curve there (at its own mean bpp) is chosen and printed. Its
+output level is calibrated on the training images (calibrate_output.py: MS-SSIM hardly sees it) and measured
+too (the row marked *); the calibrated one is kept unless it is further below WebP. With --export DIR the kept
+one is exported (export_model.py: inference variables and the ONNX export). Kodak is not used:
 measure the exported models on it once, at the end (README). Several recipe processes may run at once
 (each locks the models it trains): e.g. `--only low` and `--only high` side by side once med is done.
 --scale multiplies every budget (e.g. 0.01 for a smoke run). --check measures the newest checkpoint of each
@@ -30,6 +32,7 @@ import argparse
 import os
 import sys
 
+import calibrate_output
 import recipe_helpers  # puts the project's root on sys.path
 import widen_bottleneck
 
@@ -81,6 +84,18 @@ def _phase_in_progress(flags, model):
         if not recipe_helpers.phase_done(_log_path(flags, model, phase), hours * flags.scale):
             break
     return current
+
+
+def _calibrated(flags, model, log_dir, step):
+    """The chosen checkpoint with its output level calibrated on the training images (calibrate_output.py), in
+    OUT/calibrated/<model>-<step>, and its held-out measurement (as recipe_helpers.evaluate)."""
+    root = os.path.join(flags.out, 'calibrated', '{}-{}'.format(model, step))
+    cal_dir = os.path.join(root, os.path.basename(log_dir))
+    if not os.path.isdir(model_files.ckpt_dir_of(cal_dir)):
+        os.makedirs(root, exist_ok=True)
+        calibrate_output.calibrate(log_dir, cal_dir, flags.train, step)
+    recipe_helpers.link_heldout(root, flags.out)
+    return cal_dir, recipe_helpers.evaluate(cal_dir, root, flags.heldout, os.path.join(root, 'val.log'))
 
 
 def _print_header():
@@ -163,8 +178,12 @@ def main():
         except ValueError as e:  # e.g. every checkpoint's rate is beyond WebP's curve: the others go on
             failed.append('{}: {}'.format(model, e))
             continue
-        chosen[model] = log_dir, step
         _print_row(model, step, r, log_dir)
+        chosen[model] = log_dir, step
+        cal_dir, rc = _calibrated(flags, model, log_dir, step)
+        _print_row(model + '*', step, rc, cal_dir)
+        if rc['d_webp'] is not None and rc['d_webp'] >= r['d_webp']:
+            chosen[model] = cal_dir, step
     if flags.export:
         for model, (log_dir, step) in sorted(chosen.items()):
             recipe_helpers.run([sys.executable, 'export_model.py', log_dir, flags.export, '--ckpt_step', str(step)],

@@ -133,7 +133,8 @@ def test_restore_skip_applies_to_the_start_of_a_phase_not_to_its_continuation(tm
 
 def test_a_model_without_a_checkpoint_to_choose_does_not_stop_the_others(tmp_path, monkeypatch):
     """choose_checkpoint fails for high (e.g. its rate beyond WebP's curve): low and med are still printed and
-    exported, and the recipe ends with one error line naming high, not a traceback."""
+    exported (each calibrated only where that keeps it at least as far above WebP), and the recipe ends with one
+    error line naming high, not a traceback."""
     import shipped_models
     exported = []
 
@@ -144,6 +145,9 @@ def test_a_model_without_a_checkpoint_to_choose_does_not_stop_the_others(tmp_pat
     monkeypatch.setattr(recipe_helpers, 'train_phase', lambda log_path, *a, **k: 'dir_' + os.path.basename(log_path))
     monkeypatch.setattr(recipe_helpers, 'log_dirs_in', lambda log_path: ['dir_' + os.path.basename(log_path)])
     monkeypatch.setattr(recipe_helpers, 'choose_checkpoint', fake_choose)
+    # the calibrated low is further above WebP (kept), the calibrated med is not (the uncalibrated is kept)
+    monkeypatch.setattr(shipped_models, '_calibrated', lambda flags, model, log_dir, step: (
+        log_dir + ' calibrated', {'bpp': 0.5, 'ms-ssim': 0.95, 'psnr': 26., 'd_webp': 0.012 if model == 'low' else 0.009}))
     monkeypatch.setattr(recipe_helpers, 'codecs_root', lambda out_root, heldout_glob: 'codecs')
     monkeypatch.setattr(recipe_helpers, 'run', lambda cmd, log_path: exported.append(cmd[1:3]))
     widened = []
@@ -155,7 +159,7 @@ def test_a_model_without_a_checkpoint_to_choose_does_not_stop_the_others(tmp_pat
         shipped_models.main()
     assert str(e.value).startswith('Error: no checkpoint chosen for high: ')
     # each model's checkpoint comes from its last phase; high started from med widened to C = 64
-    assert exported == [['export_model.py', 'dir_low.final.log'], ['export_model.py', 'dir_med.final2.log']]
+    assert exported == [['export_model.py', 'dir_low.final.log calibrated'], ['export_model.py', 'dir_med.final2.log']]
     assert widened == [('dir_med.ms_ssim.log', 64)]
 
 
