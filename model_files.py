@@ -78,6 +78,12 @@ def ckpt_path(ckpt_dir, step):
     return os.path.join(ckpt_dir, '{}-{}'.format(CKPT_PREFIX, step))
 
 
+def ckpt_file_names(ckpt_dir, step):
+    """Sorted names of the files of checkpoint `step` in ckpt_dir (ckpt-<step>.index, .data-*)."""
+    prefix = os.path.basename(ckpt_path(ckpt_dir, step)) + '.'
+    return sorted(n for n in os.listdir(ckpt_dir) if n.startswith(prefix))
+
+
 def select_ckpt_step(ckpt_dir, restore_itr=-1):
     """The latest step, or with restore_itr >= 0 the latest step <= restore_itr."""
     steps = all_ckpt_steps(ckpt_dir)
@@ -98,8 +104,7 @@ def checkpoint_key(log_dir, step=None):
     h = hashlib.sha256()
     for config in load_configs(log_dir):
         h.update(config.to_text().encode() + b'\0')
-    prefix = os.path.basename(ckpt_path(ckpt_dir, step)) + '.'  # ckpt-<step>.index, .data-*
-    for name in sorted(n for n in os.listdir(ckpt_dir) if n.startswith(prefix)):
+    for name in ckpt_file_names(ckpt_dir, step):
         path = os.path.join(ckpt_dir, name)
         h.update('{}\0{}\0'.format(name, os.path.getsize(path)).encode())
         with open(path, 'rb') as f:

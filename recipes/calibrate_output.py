@@ -34,10 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import autoencoder  # noqa: E402
 import images  # noqa: E402
 import inference  # noqa: E402
-import logdir_helpers  # noqa: E402
 import model_files  # noqa: E402
 import widen_bottleneck  # noqa: E402
-from tf_helpers import tf  # noqa: E402
 
 BETA = 'autoencoder/decoder/h13/BatchNorm/beta'
 
@@ -101,19 +99,12 @@ def calibrate(src_log_dir, dst_log_dir, image_globs, ckpt_step=None, num_images=
     finally:
         model.close()
     shifts = level_shift(pairs)
-    path = model_files.ckpt_path(src_ckpts, step)
-    reader = tf.train.load_checkpoint(path)
-    variables = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)}
-    ae_config = model_files.load_configs(src_log_dir)[0]
-    std = 1. if ae_config.normalization == 'OFF' else np.sqrt(autoencoder._VAR + 1e-10)  # _denormalize's scale
+    variables = widen_bottleneck.read_variables(model_files.ckpt_path(src_ckpts, step))
+    # _denormalize's scale
+    std = 1. if model.ae_config.normalization == 'OFF' else np.sqrt(autoencoder._VAR + 1e-10)
     variables[BETA] = (variables[BETA] + shifts / std).astype(variables[BETA].dtype)
-    tmp = dst_log_dir + '.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
-    widen_bottleneck.write_checkpoint(variables, model_files.ckpt_dir_of(tmp), step)
-    logdir_helpers.write_config_copies(tmp, dict(zip((model_files.AE_CONFIG_COPY, model_files.PC_CONFIG_COPY),
-                                                     model_files.load_configs(src_log_dir))))
     shutil.rmtree(dst_log_dir, ignore_errors=True)
-    os.rename(tmp, dst_log_dir)  # a crash above leaves no half-written model behind
+    widen_bottleneck.write_log_dir(dst_log_dir, variables, step, model.ae_config, model.pc_config)
     return mean_error(pairs), mean_error(pairs, shifts)
 
 

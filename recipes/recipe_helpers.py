@@ -188,8 +188,7 @@ def snapshot(log_dir, step, root, out_root):
     if os.path.isdir(model_files.ckpt_dir_of(copy)):
         return copy
     src_ckpts = model_files.ckpt_dir_of(log_dir)
-    prefix = os.path.basename(model_files.ckpt_path(src_ckpts, step)) + '.'
-    names = [n for n in os.listdir(src_ckpts) if n.startswith(prefix)]
+    names = model_files.ckpt_file_names(src_ckpts, step)
     if not any(n.endswith('.index') for n in names):
         raise ValueError('no checkpoint {} in {}'.format(step, src_ckpts))
     tmp = copy + '.part'  # a copy cut short (the checkpoint deleted meanwhile) is not taken for a whole one

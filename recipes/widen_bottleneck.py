@@ -96,6 +96,23 @@ def write_checkpoint(variables, ckpt_dir, step):
                 sess, model_files.ckpt_path(ckpt_dir, step), write_meta_graph=False)
 
 
+def read_variables(path):
+    """{name: array} of every variable (optimizer slots included) of the checkpoint at path (ckpt-<step>)."""
+    reader = tf.train.load_checkpoint(path)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)}
+
+
+def write_log_dir(dst_log_dir, variables, step, ae_config, pc_config):
+    """Writes {name: array} as checkpoint `step` of the new log dir dst_log_dir, with the configs' copies; written
+    aside and renamed, so that a crash leaves no half-written model behind."""
+    tmp = dst_log_dir + '.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_checkpoint(variables, model_files.ckpt_dir_of(tmp), step)
+    logdir_helpers.write_config_copies(tmp, {model_files.AE_CONFIG_COPY: ae_config,
+                                             model_files.PC_CONFIG_COPY: pc_config})
+    os.rename(tmp, dst_log_dir)
+
+
 def widen(src_log_dir, dst_log_dir, num_chan_bn, seed=0):
     """Writes the latest checkpoint of src_log_dir widened to num_chan_bn channels into dst_log_dir, with the
     source's configs (num_chan_bn changed). Does nothing if dst_log_dir has a checkpoint. Returns it."""
@@ -108,17 +125,10 @@ def widen(src_log_dir, dst_log_dir, num_chan_bn, seed=0):
         raise ValueError('{} channels is not a multiple of the source\'s {}'.format(num_chan_bn, num_src))
     src_ckpts = model_files.ckpt_dir_of(src_log_dir)
     step = model_files.select_ckpt_step(src_ckpts)
-    path = model_files.ckpt_path(src_ckpts, step)
-    reader = tf.train.load_checkpoint(path)
-    variables = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)}
+    variables = read_variables(model_files.ckpt_path(src_ckpts, step))
     wide = widen_variables(variables, num_chan_bn // num_src, heatmap=bool(ae_config.heatmap), seed=seed)
-    tmp = dst_log_dir + '.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_checkpoint(wide, model_files.ckpt_dir_of(tmp), step)
-    logdir_helpers.write_config_copies(tmp, {
-        model_files.AE_CONFIG_COPY: config_parser.apply_overrides(ae_config, ['num_chan_bn={}'.format(num_chan_bn)]),
-        model_files.PC_CONFIG_COPY: pc_config})
-    os.rename(tmp, dst_log_dir)  # a crash above leaves no half-written model behind
+    write_log_dir(dst_log_dir, wide, step,
+                  config_parser.apply_overrides(ae_config, ['num_chan_bn={}'.format(num_chan_bn)]), pc_config)
     return dst_log_dir
 
 
