@@ -22,6 +22,7 @@ import model_files  # noqa: E402
 import rd_curves  # noqa: E402
 
 HELDOUT_NAME = 'heldout'
+CODECS_DIR = 'other_codecs'  # in a recipe's out root: the codecs' curves on the held-out photos
 _DONE = 'Used --max_cpu_hours'  # train.py's last line when the budget is used
 _SLACK_HOURS = 0.05
 
@@ -206,7 +207,7 @@ def snapshot(log_dir, step, root, out_root):
 def link_heldout(root, out_root):
     """Links to out_root's held-out photos and codec curves in root, so that evaluate(log_dir, root, ...) measures a
     log dir kept apart from out_root's (val.py finds log dirs by job id, which a copy shares) against them."""
-    for name in (HELDOUT_NAME, 'other_codecs'):
+    for name in (HELDOUT_NAME, CODECS_DIR):
         link = os.path.join(root, name)
         if not os.path.lexists(link):
             os.symlink(os.path.abspath(os.path.join(out_root, name)), link)
@@ -224,19 +225,19 @@ def heldout_dir(out_root, heldout_glob):
 
 def codecs_root(out_root, heldout_glob):
     """Where WebP's curve on the held-out photos is (measured with other_codecs.py the first time)."""
-    root = os.path.join(out_root, 'other_codecs')
+    root = os.path.join(out_root, CODECS_DIR)
     if not glob.glob(os.path.join(root, 'webp_' + HELDOUT_NAME, '*_out.csv')):
         run([sys.executable, 'other_codecs.py', heldout_dir(out_root, heldout_glob), '--codecs', 'webp',
              '--out', root, '--dataset', HELDOUT_NAME], os.path.join(out_root, 'other_codecs.log'))
     return root
 
 
-def lock(out_root, name):
+def lock(out_root, name, wait=False):
     """An exclusive lock on `name` (several recipe processes may run at once), or None if another process
-    holds it. Held until the process ends."""
+    holds it (wait: until it lets go). Held until the process ends or the returned file is closed."""
     f = open(os.path.join(out_root, name + '.lock'), 'w')
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except OSError:
         f.close()
         return None

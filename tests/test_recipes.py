@@ -159,7 +159,7 @@ def test_a_model_without_a_checkpoint_to_choose_does_not_stop_the_others(tmp_pat
         shipped_models.main()
     assert str(e.value).startswith('Error: no checkpoint chosen for high: ')
     # each model's checkpoint comes from its last phase; high started from med widened to C = 64
-    assert exported == [['export_model.py', 'dir_low.final.log calibrated'], ['export_model.py', 'dir_med.final2.log']]
+    assert exported == [['export_model.py', 'dir_low.final.log calibrated'], ['export_model.py', 'dir_med.final.log']]
     assert widened == [('dir_med.ms_ssim.log', 64)]
 
 
