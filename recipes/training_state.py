@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 
 import numpy as np
 
@@ -29,6 +30,7 @@ import recipe_helpers  # puts the project's root on sys.path
 import widen_bottleneck
 
 import model_files  # noqa: E402
+from tf_helpers import tf  # noqa: E402
 
 ROOT = recipe_helpers.ROOT
 MANIFEST = 'manifest.json'
@@ -151,13 +153,31 @@ def _phase_log_copy(state_dir, path):
 
 
 def _pack_events(log_dir, dst):
-    """The TensorBoard event files of log_dir (their paths inside it) as a tar.gz."""
-    with tarfile.open(dst, 'w:gz') as tar:
+    """The TensorBoard event files of log_dir (their paths inside it) as a tar.gz, with their scalars only: the
+    test images they hold too grow them by megabytes every 500 steps."""
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(dst, 'w:gz') as tar:
         for folder, _, files in os.walk(log_dir):
             for name in sorted(files):
                 if name.startswith('events.out.tfevents'):
                     path = os.path.join(folder, name)
-                    tar.add(path, arcname=os.path.relpath(path, log_dir))
+                    scalars = os.path.join(tmp, name)
+                    _scalar_events(path, scalars)
+                    tar.add(scalars, arcname=os.path.relpath(path, log_dir))
+
+
+def _scalar_events(src, dst):
+    """Copies the event file src to dst without the summaries that are not scalars (and without graphs)."""
+    with tf.io.TFRecordWriter(dst) as writer:
+        for event in tf.train.summary_iterator(src):
+            if event.HasField('summary'):
+                scalars = [v for v in event.summary.value if v.WhichOneof('value') == 'simple_value']
+                if not scalars:
+                    continue
+                del event.summary.value[:]
+                event.summary.value.extend(scalars)
+            elif not event.HasField('file_version'):
+                continue
+            writer.write(event.SerializeToString())
 
 
 def describe(state_dir):

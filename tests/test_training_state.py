@@ -16,6 +16,7 @@ import model_files  # noqa: E402
 import recipe_helpers  # noqa: E402
 import training_state  # noqa: E402
 import widen_bottleneck  # noqa: E402
+from tf_helpers import tf  # noqa: E402
 
 RNG = np.random.default_rng(0)
 MODEL_VARS = {'encoder/h1/weights': RNG.standard_normal((3, 3, 3, 4)).astype(np.float32),
@@ -27,7 +28,26 @@ SLOTS = {'encoder/h1/weights/Adam': np.ones((3, 3, 3, 4), np.float32),
          'beta1_power': np.array(0.5, np.float32), 'beta2_power': np.array(0.9, np.float32)}
 
 
-def _log_dir(root, name, steps, events=b'fake events'):
+def _write_events(log_dir, scalar):
+    """An event file with a scalar (train/bpp = scalar at step 10) and an image (step 10), as train.py writes."""
+    writer = tf.summary.FileWriter(log_dir)
+    image = tf.Summary.Image(height=1, width=1, colorspace=1, encoded_image_string=b'\x89PNG' + b'x' * 100)
+    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag='train/bpp', simple_value=scalar),
+                                         tf.Summary.Value(tag='test/x_out/image/0', image=image)]), 10)
+    writer.close()
+
+
+def _summaries(log_dir):
+    """{(tag, step): scalar or 'image'} of the event files of log_dir."""
+    out = {}
+    for path in glob.glob(os.path.join(log_dir, 'events.out.tfevents.*')):
+        for e in tf.train.summary_iterator(path):
+            for v in e.summary.value:
+                out[v.tag, e.step] = v.simple_value if v.WhichOneof('value') == 'simple_value' else 'image'
+    return out
+
+
+def _log_dir(root, name, steps, scalar=0.5):
     log_dir = os.path.join(root, 'logs', name)
     for step in steps:
         widen_bottleneck.write_checkpoint({**MODEL_VARS, **SLOTS, 'global_step': np.array(step, np.int64)},
@@ -36,8 +56,7 @@ def _log_dir(root, name, steps, events=b'fake events'):
     for n in (model_files.AE_CONFIG_COPY, model_files.PC_CONFIG_COPY):
         with open(os.path.join(log_dir, n), 'w') as f:
             f.write('# {} of {}\n'.format(n, name))
-    with open(os.path.join(log_dir, 'events.out.tfevents.1.host'), 'wb') as f:
-        f.write(events)
+    _write_events(log_dir, scalar)
     return os.path.join('logs', name)
 
 
@@ -55,7 +74,7 @@ def _files(root):
 
 def test_a_fresh_work_tree_gets_the_newest_checkpoint_logs_and_curves_back(tmp_path):
     work, fresh, state = str(tmp_path / 'work'), str(tmp_path / 'fresh'), str(tmp_path / 'state')
-    old = _log_dir(work, '0101_1000 med', [500], events=b'curve of the first run')
+    old = _log_dir(work, '0101_1000 med', [500], scalar=0.75)
     cur = _log_dir(work, '0101_1100 med', [1000, 1500])
     phase = _phase_log(work, 'med.ms_ssim.log', [old, cur])
     webp = os.path.join(work, 'logs', 'other_codecs', 'webp_heldout')
@@ -70,9 +89,12 @@ def test_a_fresh_work_tree_gets_the_newest_checkpoint_logs_and_curves_back(tmp_p
     # the phase log (what ran, CPU hours used) and the curves of both runs are as they were
     assert _files(os.path.join(fresh, 'logs'))[os.path.basename(phase)] == _files(os.path.join(work, 'logs'))[
         os.path.basename(phase)]
-    for d in (old, cur):
-        for name in ('events.out.tfevents.1.host', model_files.AE_CONFIG_COPY, model_files.PC_CONFIG_COPY):
+    for d, scalar in ((old, 0.75), (cur, 0.5)):
+        for name in (model_files.AE_CONFIG_COPY, model_files.PC_CONFIG_COPY):
             assert open(os.path.join(fresh, d, name), 'rb').read() == open(os.path.join(work, d, name), 'rb').read()
+        # the curves without the images
+        assert _summaries(os.path.join(work, d)) == {('train/bpp', 10): scalar, ('test/x_out/image/0', 10): 'image'}
+        assert _summaries(os.path.join(fresh, d)) == {('train/bpp', 10): scalar}
     # only the current run's newest checkpoint, with the model's variables bit for bit and no optimizer slots
     assert model_files.all_ckpt_steps(model_files.ckpt_dir_of(os.path.join(fresh, cur))) == [1500]
     assert not os.path.exists(model_files.ckpt_dir_of(os.path.join(fresh, old)))
