@@ -126,7 +126,7 @@ def check(flags, wanted):
 def _state_contents(flags):
     """What training_state keeps of the recipe's runs: (log dirs whose newest checkpoint is needed to go on, phase
     logs, all log dirs of the phase logs (their training curves), WebP's curve on the held-out photos)."""
-    needed = [current[1] for current in map(lambda m: _phase_in_progress(flags, m), MODELS) if current]
+    needed = [current[1] for current in (_phase_in_progress(flags, m) for m in MODELS) if current]
     for model, phase, _, _, start in PHASES:
         # a phase that has not started starts from another's last checkpoint
         if start and not recipe_helpers.log_dirs_in(_log_path(flags, model, phase)):
@@ -157,6 +157,10 @@ def main():
     flags = p.parse_args()
     os.makedirs(flags.out, exist_ok=True)
     if flags.save_state:
+        busy = [m for m in MODELS if recipe_helpers.lock(flags.out, m) is None]
+        if busy:  # its checkpoints may be half written
+            sys.exit('Error: {} still training (its lock is held); stop it first (SIGTERM saves a checkpoint)'.format(
+                ', '.join(busy)))
         training_state.save(flags.state, *_state_contents(flags))
         return print(training_state.describe(flags.state))
     if flags.state and os.path.exists(os.path.join(flags.state, training_state.MANIFEST)):

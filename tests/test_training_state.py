@@ -192,3 +192,21 @@ def test_train_py_goes_on_from_a_restored_state(tmp_path, capsys):
     assert '4: loss=' in out and '\n1: loss=' not in out and 'nan' not in out
     # (the restored checkpoint 3 stays: train.py's saver only deletes the ones it wrote)
     assert model_files.all_ckpt_steps(model_files.ckpt_dir_of(log_dir)) == [3, 5]
+
+
+def test_no_save_while_a_model_trains(tmp_path, monkeypatch):
+    """A recipe process holds the lock of the model it trains: its checkpoint may be half written, so --save_state
+    refuses, with a message instead of a traceback, and leaves the previous state as it was."""
+    import pytest
+    import shipped_models
+    state = tmp_path / 'state'
+    state.mkdir()
+    (state / training_state.MANIFEST).write_text('{"log_dirs": {}, "phase_logs": [], "other_dirs": {}}')
+    held = recipe_helpers.lock(str(tmp_path), 'high')
+    monkeypatch.setattr(sys, 'argv', ['shipped_models.py', '--train', 'x', '--heldout', 'y', '--out', str(tmp_path),
+                                      '--state', str(state), '--save_state'])
+    with pytest.raises(SystemExit) as e:
+        shipped_models.main()
+    assert str(e.value).startswith('Error: high still training')
+    assert os.listdir(state) == [training_state.MANIFEST]
+    held.close()
