@@ -167,6 +167,9 @@ def main():
         with recipe_helpers.lock(flags.out, 'state', wait=True):  # recipe processes started side by side
             for path in training_state.restore(flags.state):
                 print('Restored {} from {}'.format(path, flags.state), flush=True)
+    # the held-out photos as val.py reads them, linked to from copies of log dirs (--check, calibration); made
+    # with WebP's curve, which a restored state brings along
+    recipe_helpers.heldout_dir(flags.out, flags.heldout)
     wanted = flags.only.split(',') if flags.only else list(MODELS)
     unknown = sorted(set(wanted) - set(MODELS))
     if unknown:
