@@ -210,3 +210,21 @@ def test_no_save_while_a_model_trains(tmp_path, monkeypatch):
     assert str(e.value).startswith('Error: high still training')
     assert os.listdir(state) == [training_state.MANIFEST]
     held.close()
+
+
+def test_the_held_out_links_exist_before_check_on_a_fresh_out_root(tmp_path, monkeypatch):
+    """A restored state brings WebP's curve, so the WebP run that used to make the held-out links folder does
+    not run: --check links its checkpoint copies to that folder, and val.py failed on the dangling link."""
+    import shipped_models
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    for name in ('a.png', 'b.png'):
+        (photos / name).write_bytes(b'')
+    out = tmp_path / 'out'
+    seen = []
+    monkeypatch.setattr(shipped_models, 'check', lambda flags, wanted: seen.append(
+        sorted(os.listdir(os.path.join(flags.out, recipe_helpers.HELDOUT_NAME)))))
+    monkeypatch.setattr(sys, 'argv', ['shipped_models.py', '--train', 'x', '--heldout', str(photos / '*.png'),
+                                      '--out', str(out), '--state', '', '--check'])
+    shipped_models.main()
+    assert seen == [['a.png', 'b.png']]
