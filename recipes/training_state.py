@@ -57,7 +57,7 @@ def save(state_dir, log_dirs, phase_logs, curve_log_dirs=(), other_dirs=(), root
     shutil.rmtree(tmp, ignore_errors=True)
     for sub in ('phase_logs', 'other_dirs'):
         os.makedirs(os.path.join(tmp, sub))
-    manifest = {'log_dirs': {}, 'phase_logs': []}
+    manifest = {'log_dirs': {}, 'phase_logs': [], 'other_dirs': {}}
     with_ckpt = set(_rel(d, root) for d in log_dirs)
     for i, log_dir in enumerate(sorted(with_ckpt | set(_rel(d, root) for d in curve_log_dirs))):
         if not os.path.isdir(os.path.join(root, log_dir)):
@@ -80,7 +80,6 @@ def save(state_dir, log_dirs, phase_logs, curve_log_dirs=(), other_dirs=(), root
         with open(os.path.join(root, path), 'rb') as f, gzip.open(_phase_log_copy(tmp, path), 'wb') as g:
             shutil.copyfileobj(f, g)
         manifest['phase_logs'].append(path)
-    manifest['other_dirs'] = {}
     for i, path in enumerate(sorted(set(_rel(d, root) for d in other_dirs))):
         if os.path.isdir(os.path.join(root, path)):
             with tarfile.open(os.path.join(tmp, 'other_dirs', '{}.tar.gz'.format(i)), 'w:gz') as tar:
@@ -112,7 +111,7 @@ def restore(state_dir, root=ROOT):
             shutil.copyfileobj(g, f)
         os.rename(dst + '.tmp', dst)
         restored.append(path)
-    for path, name in sorted(manifest.get('other_dirs', {}).items()):
+    for path, name in sorted(manifest['other_dirs'].items()):
         dst = os.path.join(root, path)
         if os.path.isdir(dst):
             continue
