@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-slow demo bench clean-venv
+.PHONY: test test-slow demo results bench clean-venv
 
 # the shipped models (ckpts/<job id> cpu@{low,med,high} ...); plotter.py gives --ids to them by increasing bpp
 SHIPPED_IDS = $(shell cd ckpts 2>/dev/null && ls -d *' cpu'*'@'* | cut -c1-9 | paste -sd, -)
@@ -27,6 +27,22 @@ demo: $(VENV)/.installed
 	$(PY) other_codecs.py samples --codecs jpeg,webp,jpeg2000 --jobs 2
 	$(PY) plotter.py ckpts $(SHIPPED_IDS) samples --style mean --ids low med high -o demo_out/rd_samples.png
 	@echo "Reconstructions: ckpts/<job id> samples/imgs/   Plot: demo_out/rd_samples.png"
+
+# the README's results of the shipped models on Kodak (measured once per model, never used to choose anything):
+# real files, the RD plots next to the classical codecs (other_codecs/*_kodak) and the paper, luma/chroma PSNR
+# against WebP at the same rate on six images, with crops (figs/colour_<model>/)
+KODAK ?= ../shared/data/kodak
+KODAK6 = kodim01,kodim03,kodim05,kodim14,kodim20,kodim23
+COLOUR_CROPS ?= --crop kodim23:300,150,192,128 --crop kodim05:260,200,192,128
+results: $(VENV)/.installed
+	$(PY) val.py ckpts $(SHIPPED_IDS) $(KODAK) --save_ours --real_bpp
+	$(PY) plotter.py ckpts $(SHIPPED_IDS) kodak --style mean --ids low med high --paper_plot \
+		-o figs/rd_kodak_shipped_ms-ssim.png
+	$(PY) plotter.py ckpts $(SHIPPED_IDS) kodak --style mean --ids low med high --metric psnr \
+		-o figs/rd_kodak_shipped_psnr.png --at_bpp 0.37,0.677,1.051
+	set -e; for m in low med high; do id=$$(cd ckpts && ls -d *' cpu'*"@$$m "* | cut -c1-9); \
+		$(PY) colour_compare.py "ckpts/$$id kodak" $(KODAK) --only $(KODAK6) $(COLOUR_CROPS) -o figs/colour_$$m; \
+	done
 
 clean-venv:
 	rm -rf $(VENV)

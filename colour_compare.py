@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Colour fidelity of one model's reconstructions against WebP at the same rate, image by image.
 
-    python colour_compare.py VAL_OUT_DIR IMAGES [--crop NAME:X,Y,W,H ...] [-o OUT_DIR] [--webp_method 6]
+    python colour_compare.py VAL_OUT_DIR IMAGES [--only NAME,...] [--crop NAME:X,Y,W,H ...] [-o OUT_DIR]
+        [--webp_method 6]
 
 MS-SSIM on RGB barely sees hue: a model can turn green eyes yellow-orange where WebP at the same rate keeps
 them. This script reports luma and chroma PSNR separately, for our model and for WebP at the same rate.
@@ -11,7 +12,7 @@ measures.csv (img_name,bpp,ms-ssim,psnr[,bpp_real,enc_s,dec_s]) and imgs/<name w
 reconstructions. IMAGES is the directory of the originals, `IMAGES/<img_name>`. The rate of ours is
 bpp_real (the whole file) when measures.csv has it, else bpp (the context model's estimate).
 
-Per image:
+Per image (every image of measures.csv, or those --only names, without extension, e.g. kodim01,kodim23):
 * WebP at the same rate: Pillow WebP, lossy, --webp_method (default 6, as other_codecs.py), at the integer
   quality 0..100 found by bisection whose bpp (8 * whole file bytes / pixels) is the largest not above
   ours; if even quality 0 is above ours, quality 0 is taken and flagged (column webp_above_rate = 1).
@@ -206,6 +207,20 @@ def read_measures(val_out_dir):
     return measures, ('bpp_real' if measures.has('bpp_real') else 'bpp')
 
 
+def select_images(names, only):
+    """Indices into names (image file names, in measures.csv's order) of the images to compare: all, or those
+    whose name without extension is in only (a list; every one must be there)."""
+    if not only:
+        return list(range(len(names)))
+    stems = [os.path.splitext(n)[0] for n in names]
+    missing = [o for o in only if o not in stems]
+    if missing:
+        raise ColourError('--only {}: not in {} (names without extension: {})'.format(
+            ', '.join(missing), rd_curves.MEASURES_FILE, ', '.join(sorted(stems)[:10]) + (', ...' if len(stems) > 10
+                                                                                      else '')))
+    return [i for i, s in enumerate(stems) if s in only]
+
+
 def _image_size(path):
     """(height, width) from the header of a readable image file."""
     images.check_readable(path)
@@ -288,15 +303,16 @@ def means_table(rows, ours_label):
     return '\n'.join(lines)
 
 
-def run(val_out_dir, images_dir, crops=(), out_dir=None, method=DEFAULT_WEBP_METHOD):
-    """Compares every image of val_out_dir's measures.csv; writes colour.csv and the crops, prints the
-    crop captions and the means table. :return: the CSV rows"""
+def run(val_out_dir, images_dir, crops=(), out_dir=None, method=DEFAULT_WEBP_METHOD, only=None):
+    """Compares every image of val_out_dir's measures.csv (or those named in only, without extension); writes
+    colour.csv and the crops, prints the crop captions and the means table. :return: the CSV rows"""
     if not features.check('webp'):
         raise ColourError("Pillow has no WebP support (PIL.features.check('webp') is False)")
     out_dir = out_dir or os.path.join(val_out_dir, OUT_SUBDIR)
     measures, rate_column = read_measures(val_out_dir)
-    jobs = check_inputs(val_out_dir, images_dir, measures.img_names, crops)
-    bpps = measures.columns[rate_column]
+    chosen = select_images(measures.img_names, only)
+    jobs = check_inputs(val_out_dir, images_dir, [measures.img_names[i] for i in chosen], crops)
+    bpps = [measures.columns[rate_column][i] for i in chosen]
     print('Rate of ours: {}'.format('bpp_real (whole file)' if rate_column == 'bpp_real' else
                                     "bpp (the context model's estimate; val.py --real_bpp gives real files)"))
     rows = []
@@ -334,6 +350,9 @@ def parse_args(argv=None):
     p.add_argument('val_out_dir', metavar='VAL_OUT_DIR',
                    help='output dir of val.py --save_ours: measures.csv and imgs/<name>.png')
     p.add_argument('images', metavar='IMAGES', help='directory of the original images (IMAGES/<img_name>)')
+    p.add_argument('--only', type=lambda t: [n for n in t.split(',') if n], metavar='NAME,...',
+                   help='compare only these images (names without extension, comma-separated), e.g. '
+                        'kodim01,kodim03,kodim05,kodim14,kodim20,kodim23; default: all of measures.csv')
     p.add_argument('--crop', action='append', type=parse_crop, default=[], metavar='NAME:X,Y,W,H',
                    help='write original | ours | WebP of this region of image NAME (without extension) to '
                         'OUT_DIR/crop_NAME_X_Y.png; repeatable')
@@ -346,7 +365,7 @@ def parse_args(argv=None):
 def main(argv=None):
     flags = parse_args(argv)
     try:
-        run(flags.val_out_dir, flags.images, flags.crop, flags.out_dir, flags.webp_method)
+        run(flags.val_out_dir, flags.images, flags.crop, flags.out_dir, flags.webp_method, flags.only)
     except (ColourError, rd_curves.RDError, images.ImageError) as e:
         print('Error: {}'.format(e), file=sys.stderr)
         return 1

@@ -263,6 +263,18 @@ def test_estimated_bpp_and_default_out_dir(tmp_path, capsys):
     assert "bpp (the context model's estimate" in capsys.readouterr().out
 
 
+def test_only_compares_the_named_images(tmp_path, capsys):
+    val_dir, images_dir = make_val_dir(tmp_path)
+    (images_dir / 'img0.png').unlink()  # not read: only img1 is compared
+    assert colour_compare.main([str(val_dir), str(images_dir), '--only', 'img1', '--webp_method', '4']) == 0
+    _, rows = _read_csv(str(val_dir / 'colour' / 'colour.csv'))
+    assert [r['img_name'] for r in rows] == ['img1.png']
+    assert float(rows[0]['bpp_ours']) == BPP_REAL['img1']  # its own rate, not the first row's
+    out = capsys.readouterr().out
+    assert 'Means over 1 images' in out
+    assert '| {:.3f} |'.format(BPP_REAL['img1']) in out
+
+
 def _remove(path):
     os.remove(str(path))
 
@@ -282,8 +294,10 @@ def _shrink_rec(val_dir, images_dir):
     (None, ['--crop', 'img0:50,0,20,10'], 'outside the image, which is 64x48'),
     (None, ['--crop', 'img1:0,0,4,4', '--crop', 'img0:0,0,64,49'], 'outside the image'),
     (None, ['--crop', 'nope:0,0,4,4'], 'nope: no image of that name'),
+    (None, ['--only', 'img1,kodim01'], '--only kodim01: not in measures.csv'),
+    (None, ['--only', 'img1', '--crop', 'img0:0,0,4,4'], 'img0: no image of that name'),
 ], ids=['no-measures', 'missing-reconstruction', 'missing-original', 'unreadable-original', 'size-mismatch',
-        'crop-outside', 'crop-outside-height', 'crop-unknown-image'])
+        'crop-outside', 'crop-outside-height', 'crop-unknown-image', 'only-unknown-image', 'crop-not-in-only'])
 def test_errors_are_one_line(tmp_path, capsys, damage, args, message):
     val_dir, images_dir = make_val_dir(tmp_path)
     if damage:
