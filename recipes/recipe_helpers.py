@@ -74,6 +74,29 @@ def used_cpu_hours(log_text):
     return sum(float(m[-1]) for m in last if m)
 
 
+def phase_steps(log_text):
+    """(first, last) training step of a phase's log: the step its first run restored (0 from scratch) and the
+    last step logged or saved; None before any step."""
+    runs = _runs(log_text)
+    if not runs:
+        return None
+    restored = re.search(r'^Restored .* \(step (\d+)\)', runs[0], flags=re.M)
+    first = int(restored.group(1)) if restored else 0
+    steps = [int(s) for s in re.findall(r'^(\d+): ', log_text, flags=re.M)]
+    steps += [int(s) for s in re.findall(r'saved checkpoint at step (\d+)', log_text)]
+    return (first, max(steps)) if steps else None
+
+
+def learning_rates(log_text):
+    """{network: learning rate as train.py printed it at the start of the phase's first run}, e.g.
+    {'autoencoder': '1.0e-04 (fixed)', 'context model': '1.0e-04 (fixed)'}."""
+    runs = _runs(log_text)
+    if not runs:
+        return {}
+    found = re.findall(r'^(autoencoder|context model): lr (\S+) at this step ?(.*)$', runs[0], flags=re.M)
+    return {net: '{} {}'.format(lr, note).strip() for net, lr, note in found}
+
+
 def phase_done(log_path, hours=None):
     """Whether a phase's last run stopped because its budget was used and, given the phase's budget `hours`,
     the runs used all of it (a budget raised later continues the phase)."""

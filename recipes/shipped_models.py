@@ -25,7 +25,8 @@ measure the exported models on it once, at the end (README). Several recipe proc
 (each locks the models it trains): e.g. `--only low` and `--only high` side by side once med is done.
 --scale multiplies every budget (e.g. 0.01 for a smoke run). --check measures the newest checkpoint of each
 model's phase in progress on the held-out photos (on a copy, under OUT/check) while it trains, and prints the
-same table: how far each model is from WebP before its phases end.
+same table: how far each model is from WebP before its phases end. --summary prints the phases so far (steps, CPU
+hours, learning rates) as a Markdown table.
 """
 import argparse
 import os
@@ -123,6 +124,26 @@ def check(flags, wanted):
                    '{} ({})'.format(current[1], current[0]))
 
 
+def summary(flags):
+    """--summary: the phases as a Markdown table (for the README and the training log): where each starts
+    from, its training steps, the CPU hours it used of its budget, the learning rates, the config overrides."""
+    print('Configs: {} with {}; phase logs in {}\n'.format(AE_CONFIG.format('<model>'), PC_CONFIG, flags.out))
+    print('| model | phase | from | steps | CPU hours | learning rate (autoencoder / context model) | overrides |')
+    print('|---|---|---|---|---|---|---|')
+    for model, phase, overrides, hours, start in PHASES:
+        path = _log_path(flags, model, phase)
+        text = open(path).read() if os.path.exists(path) else ''
+        steps = recipe_helpers.phase_steps(text)
+        lrs = recipe_helpers.learning_rates(text)
+        widened = ', widened to C = {}'.format(WIDEN[model, phase]) if (model, phase) in WIDEN else ''
+        print('| {} | {} | {} | {} | {:.2f} of {:g}{} | {} | {} |'.format(
+            model, phase, '{} {}{}'.format(*start, widened) if start else 'scratch',
+            '{:,}-{:,}'.format(*steps) if steps else 'not started', recipe_helpers.used_cpu_hours(text),
+            hours * flags.scale, ' (done)' if recipe_helpers.phase_done(path, hours * flags.scale) else '',
+            ' / '.join(lrs.get(n, '?') for n in ('autoencoder', 'context model')) if lrs else '',
+            ', '.join(overrides + ['pc: ' + o for o in PC_OVERRIDES.get(phase, [])])))
+
+
 def _state_contents(flags):
     """What training_state keeps of the recipe's runs: (log dirs whose newest checkpoint is needed to go on, phase
     logs, all log dirs of the phase logs (their training curves), WebP's curve on the held-out photos)."""
@@ -148,6 +169,8 @@ def main():
     p.add_argument('--check', action='store_true',
                    help='measure the newest checkpoint of each model\'s phase in progress on the held-out photos '
                         '(while it trains) and stop')
+    p.add_argument('--summary', action='store_true',
+                   help='print the phases as a Markdown table (steps, CPU hours, learning rates) and stop')
     p.add_argument('--state', default=STATE_DIR,
                    help='where --save_state keeps the training state; a run restores from it what OUT lacks (a '
                         'new machine: the log dirs are outside git). \'\' for none. Default: %(default)s')
@@ -176,6 +199,8 @@ def main():
         sys.exit('Error: unknown model(s) {}; choose from {}'.format(', '.join(unknown), ', '.join(MODELS)))
     if flags.check:
         return check(flags, wanted)
+    if flags.summary:
+        return summary(flags)
     locks = {}
     for model in wanted:
         locks[model] = recipe_helpers.lock(flags.out, model)

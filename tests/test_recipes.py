@@ -224,3 +224,36 @@ def test_check_measures_the_newest_checkpoint_of_the_phase_in_progress(tmp_path,
     printed = capsys.readouterr().out
     assert 'med       4000  0.7000   0.9700   26.00     +0.0030' in printed
     assert 'low    no checkpoint yet' in printed
+
+
+def test_summary_lists_steps_hours_and_learning_rates_of_each_phase(tmp_path, monkeypatch, capsys):
+    """med's MSE phase from scratch, done after two runs; its MS-SSIM phase interrupted: the table gives each
+    phase's first and last step, the CPU hours it used of its budget and the learning rates its first run
+    printed; phases not started say so."""
+    import shipped_models
+    out = str(tmp_path)
+    line = '{}: loss=1.0, ms_ssim=0.9, bpp=0.7, H_real=1.4 (img/s: 5.0, CPU {:.3f} h) x\n'
+    lrs = 'autoencoder: lr 1.0e-04 at this step (fixed)\ncontext model: lr 1.0e-04 at this step (fixed)\n'
+    with open(os.path.join(out, 'med.mse.log'), 'w') as f:
+        f.write('Log dir: a\n' + lrs + line.format(100, 0.1) + line.format(200, 0.3)
+                + 'Got signal 15: saved checkpoint at step 250 in a/ckpts (CPU 0.310 h)\n'
+                + 'Log dir: a\nRestored 406 variables from a/ckpts (step 250); initialized 0.\n'
+                + 'autoencoder: lr 5.0e-05 at this step (fixed)\n' + line.format(300, 0.1)
+                + 'Used --max_cpu_hours 0.19: saved checkpoint at step 330 in a/ckpts (CPU 0.190 h)\n')
+    with open(os.path.join(out, 'med.ms_ssim.log'), 'w') as f:
+        f.write('Log dir: b\nRestored 406 variables from a/ckpts (step 330); initialized 0.\n'
+                'autoencoder: lr 2.0e-05 at this step (fixed)\ncontext model: lr 1.0e-04 at this step (x0.1 every 9 '
+                'steps)\n' + line.format(400, 0.2))
+    monkeypatch.setattr(sys, 'argv', ['shipped_models.py', '--train', 'x', '--heldout', 'y', '--out', out,
+                                      '--scale', '0.001', '--summary'])
+    shipped_models.main()
+    rows = {tuple(c.strip() for c in line.split('|')[1:3]): [c.strip() for c in line.split('|')[3:-1]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith('| ') and 'phase' not in line}
+    assert len(rows) == len(shipped_models.PHASES)
+    assert rows['med', 'mse'] == ['scratch', '0-330', '0.50 of 0.0005 (done)', '1.0e-04 (fixed) / 1.0e-04 (fixed)',
+                                  'distortion_to_minimize=mse']
+    assert rows['med', 'ms_ssim'] == ['med mse', '330-400', '0.20 of 0.008', '2.0e-05 (fixed) / 1.0e-04 (x0.1 every 9 '
+                                      'steps)', '']
+    assert rows['high', 'ms_ssim'][0] == 'med ms_ssim, widened to C = 64'
+    assert rows['low', 'final'][1:4] == ['not started', '0.00 of 0.001', '']
+    assert 'lr_initial=1e-5' in rows['low', 'final'][4]
