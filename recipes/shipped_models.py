@@ -13,7 +13,7 @@ at the end of a working session, and continues with the rest of its budget when 
 1. med, MSE: MS-SSIM on RGB learns structure long before colour; a short MSE phase teaches the colour.
 2. med, MS-SSIM (the paper's loss) at H_target 2*0.62: 9 % below the paper's model B rate at C = 32.
 3. low and high, MS-SSIM, each from med's last checkpoint with its own H_target (low 2*0.37 at C = 32 and beta 5000,
-   high 0.95 at C = 64; high starts from med with its bottleneck widened to 64 channels: widen_bottleneck.py).
+   high 1.0 at C = 64; high starts from med with its bottleneck widened to 64 channels: widen_bottleneck.py).
 4. med goes on at 1e-4 (ms_ssim2); then each model, MS-SSIM at learning rate 1e-5 for both networks.
 
 Then every checkpoint of each model's last phase is measured by val.py on the held-out photos, and the one
