@@ -207,6 +207,11 @@ def read_measures(val_out_dir):
     return measures, ('bpp_real' if measures.has('bpp_real') else 'bpp')
 
 
+def _first_names(names, count=10):
+    """The first `count` of names, sorted, for an error message."""
+    return ', '.join(sorted(names)[:count]) + (', ...' if len(names) > count else '')
+
+
 def select_images(names, only):
     """Indices into names (image file names, in measures.csv's order) of the images to compare: all, or those
     whose name without extension is in only (a list; every one must be there)."""
@@ -216,8 +221,7 @@ def select_images(names, only):
     missing = [o for o in only if o not in stems]
     if missing:
         raise ColourError('--only {}: not in {} (names without extension: {})'.format(
-            ', '.join(missing), rd_curves.MEASURES_FILE, ', '.join(sorted(stems)[:10]) + (', ...' if len(stems) > 10
-                                                                                      else '')))
+            ', '.join(missing), rd_curves.MEASURES_FILE, _first_names(stems)))
     return [i for i, s in enumerate(stems) if s in only]
 
 
@@ -249,8 +253,7 @@ def check_inputs(val_out_dir, images_dir, names, crops):
     for crop in crops:
         if crop.name not in sizes:
             raise ColourError('--crop {}: no image of that name in {} (names without extension: {})'.format(
-                crop.name, rd_curves.MEASURES_FILE, ', '.join(sorted(sizes)[:10]) + (', ...' if len(sizes) > 10
-                                                                                     else '')))
+                crop.name, rd_curves.MEASURES_FILE, _first_names(sizes)))
         check_crop(crop, *sizes[crop.name])
         if crop_file_name(crop) in seen:
             raise ColourError('Two crops of {} start at x={} y={}: both would be {}'.format(
