@@ -5,8 +5,13 @@ PY := $(VENV)/bin/python
 
 .PHONY: test test-slow demo results bench clean-venv
 
-# the shipped models (ckpts/<job id> cpu@{low,med,high} ...); plotter.py gives --ids to them by increasing bpp
-SHIPPED_IDS = $(shell cd ckpts 2>/dev/null && ls -d *' cpu'*'@'* | cut -c1-9 | paste -sd, -)
+# the shipped models (ckpts/<job id> cpu2@{low,med,high} ...): the job id of one, and all three for val.py
+# (plotter.py gives --ids to them by increasing bpp)
+shipped_id = $(shell cd ckpts 2>/dev/null && ls -d *' cpu'*'@$(1) '* | cut -c1-9)
+comma := ,
+empty :=
+space := $(empty) $(empty)
+SHIPPED_IDS = $(subst $(space),$(comma),$(strip $(foreach m,low med high,$(call shipped_id,$(m)))))
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +45,8 @@ results: $(VENV)/.installed
 		-o figs/rd_kodak_shipped_ms-ssim.png
 	$(PY) plotter.py ckpts $(SHIPPED_IDS) kodak --style mean --ids low med high --metric psnr \
 		-o figs/rd_kodak_shipped_psnr.png --at_bpp 0.37,0.677,1.051
-	set -e; for m in low med high; do id=$$(cd ckpts && ls -d *' cpu'*"@$$m "* | cut -c1-9); \
-		$(PY) colour_compare.py "ckpts/$$id kodak" $(KODAK) --only $(KODAK6) $(COLOUR_CROPS) -o figs/colour_$$m; \
-	done
+	$(foreach m,low med high,$(PY) colour_compare.py "ckpts/$(call shipped_id,$(m)) kodak" $(KODAK) \
+		--only $(KODAK6) $(COLOUR_CROPS) -o figs/colour_$(m) &&) true
 
 clean-venv:
 	rm -rf $(VENV)
