@@ -48,7 +48,7 @@ PHASES = [
     ('low', 'ms_ssim', [], 5.0, ('med', 'ms_ssim')),
     # high's MS-SSIM phase was planned at 6 CPU hours and ended at 3.35: over its last 2 hours at 1e-4 its distance
     # to WebP on the held-out photos did not improve (-0.0032, -0.0033, -0.0057), while med gained +0.0028 in its
-    # first 0.4 hours at 1e-5; the time goes to its final phase at 1e-5 (docs/training_log_cpu2_models.md).
+    # first 0.4 hours at 1e-5; its final phase at 1e-5 gets 1.5 hours instead of 1 (docs/training_log_cpu2_models.md).
     ('high', 'ms_ssim', [], 3.35, ('med', 'ms_ssim')),
     # med goes on at 1e-4 after low and high branch off: at 8 CPU hours it was still improving (-0.0122 vs WebP
     # on the held-out photos at 4, -0.0007 at 8), and 3 hours at 1e-5 after it added only +0.0015
